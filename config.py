@@ -1,0 +1,290 @@
+"""Every editable setting of the model and of training, as two dataclasses.
+
+Edit the defaults here, or override them without editing: `ModelConfig(dim=64)`,
+`dataclasses.replace(cfg, dim=64)`, or `python train.py --dim=64`. Every field is annotated, so
+it is saved to `trained/<run>/*_config.json` and reloads unchanged. A field left at `None` is
+derived in `__post_init__` (the saved JSON holds the derived value). A bad value raises
+`ValueError` naming the field, the value and what is allowed.
+"""
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+TOKENIZERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokenizers")
+
+NORM_TYPES = ("RMSNorm", "LayerNorm", "CosineNorm")
+NONLINEARITIES = ("ReLU", "GeLU", "SiLU")
+POOL_TYPES = ("sum", "mean", "max", "parametric_sum", "parametric_max", "flatten", "conv", "attention",
+              "self_attention")
+LEARNED_POOL_TYPES = ("parametric_sum", "parametric_max", "flatten", "conv", "attention", "self_attention")
+FS_LOSSES = ("cosine", "mse", "mae", "bce")
+FS_ARRANGEMENTS = ("staggered", "parallel")
+FS_MEMORIES = ("horizon", "causal", "self")
+FS_OUTPUT_LAYERS = ("linear", "mlp", "layer")
+COMPRESS_FREQS = ("constant", "linear", "root", "log", "poly")
+ANNEAL_TYPES = ("cos", "lin")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _bad(field, value, allowed):
+    return ValueError(f"{field}={value!r} is not allowed: {allowed}")
+
+
+def _check_choice(field, value, choices):
+    if value not in choices:
+        raise _bad(field, value, f"choose one of {list(choices)}")
+
+
+def _check_range(field, value, lo=None, hi=None, lo_open=False, hi_open=False, kind=(int, float)):
+    if isinstance(value, bool) or not isinstance(value, kind):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise _bad(field, value, f"must be a number ({names})")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise _bad(field, value, f"must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        raise _bad(field, value, f"must be {'<' if hi_open else '<='} {hi}")
+
+
+def compression(compress_freq: str, n: float, i: int) -> int:
+    """Vectors that chunk index i (0 = nearest chunk) is compressed into (DESIGN.md §8)."""
+    if compress_freq == "constant":
+        return math.floor(n)
+    if compress_freq == "linear":
+        return math.floor(n * i + 1)
+    if compress_freq == "root":
+        return math.floor((i + 1) ** (1 / n) + 1e-9)
+    if compress_freq == "log":
+        return math.floor(math.log(i + 1, n) + 1e-9) + 1
+    if compress_freq == "poly":
+        return math.floor((i + 1) ** n + 1e-9)
+    raise _bad("compress_freq", compress_freq, f"choose one of {list(COMPRESS_FREQS)}")
+
+
+@dataclass
+class ModelConfig:
+    # --- trunk: a Llama-style decoder ---
+    dim: int = 128                    # residual stream width; small models: 64-256
+    num_layers: int = 6               # total layers, future-sight ones included; small models should err on the side of many layers
+    num_q_heads: int = 4              # query heads of self-attention
+    num_kv_heads: int = 1             # key/value heads: 1 = multi-query, = num_q_heads = multi-head, between = grouped-query
+    head_dim: int | None = None       # width of one head; None = dim // num_q_heads
+    theta: float = 10_000.0           # RoPE base frequency; larger = slower-turning positions
+    max_seq_len: int = 256            # context length in tokens
+    mlp_hidden_mult: float = 4.0      # MLP hidden width = mult * dim (scaled by 2/3 when gated, to keep the parameter count)
+    mlp_nonlinearity: str = "SiLU"    # ReLU, GeLU or SiLU
+    mlp_gated: bool = True            # gated MLP: SiLU + gate = SwiGLU, GeLU + gate = GeGLU
+    mlp_bias: bool = False            # biases in the MLP's linear layers
+    norm_type: str = "RMSNorm"        # RMSNorm, LayerNorm or CosineNorm
+    norm_affine: bool = True          # learned per-channel scale after normalising
+    norm_bias: bool = False           # learned per-channel shift too (needs norm_affine)
+    eps: float = 1e-6                 # keeps norms from dividing by zero
+    scale_first_resid: bool = True    # multiply embeddings by sqrt(dim) (Gemma-style)
+    second_resid_norm: bool = False   # also norm each sub-layer's output before adding it to the residual
+    weight_tying: bool = True         # share the embedding matrix with the output projection
+    dropout_rate: float = 0.1         # dropout on attention weights and residual branches; 0.0-0.2
+    # --- tokenizer ---
+    tokenizer: str = "bpe_v2"         # a folder of tokenizers/: bpe_v1 or bpe_v2
+    vocab_len: int = 1024             # tokenizer size, without bos, eos, pad (which take ids vocab_len .. vocab_len+2)
+    # --- future sight (fs_periods = 0 turns all of it off: a plain GPT) ---
+    fs_mult: int = 2                  # chunk k holds fs_mult**k tokens: 2 -> +2..+3, +4..+7, +8..+15
+    fs_periods: int = 3               # number of future chunks P; also the number of future-sight layers (the last P)
+    fs_loss_lambda: float = 0.3       # weight of chunk k's loss is lambda**k; 0 keeps the layers but drops the objective
+    fs_loss: str = "cosine"           # cosine, mse, mae, or bce (multi-hot bag of the chunk's tokens)
+    fs_arrangement: str = "staggered"  # staggered: predict far chunks first, coarse to fine; parallel: all at once
+    fs_memory: str = "horizon"        # which predictions position t attends to: horizon, causal or self (see DESIGN.md §3)
+    fs_output_layer: str = "linear"   # head predicting each chunk: linear, mlp, or layer (a transformer layer first)
+    fs_cross_rope: bool = True        # rotary positions on cross-attention keys at the time each prediction is about
+    fs_detach_targets: bool = True    # build chunk targets without gradient, so they cannot collapse
+    pool_type: str = "mean"           # how a chunk's token embeddings become its target vector(s); see POOL_TYPES
+    pre_pool_norm: bool = True        # normalise the embeddings before pooling them
+    pool_output_linear: bool = False  # a learned linear layer after pooling
+    pool_bias: bool = False           # biases in the pooler's linear layers
+    compress_freq: str = "constant"   # how many vectors chunk k is compressed into: constant, linear, root, log, poly
+    compress_freq_n: float = 1        # the n of compress_freq (DESIGN.md §8); constant 1 = one vector per chunk
+    # --- cross-attention over the future memory (None = same as self-attention) ---
+    ca_num_q_heads: int | None = None
+    ca_num_kv_heads: int | None = None
+    ca_head_dim: int | None = None
+
+    def __post_init__(self):
+        for name in ("dim", "num_layers", "num_q_heads", "num_kv_heads", "max_seq_len", "vocab_len"):
+            _check_range(name, getattr(self, name), lo=1, kind=int)
+        _check_range("theta", self.theta, lo=0, lo_open=True)
+        _check_range("eps", self.eps, lo=0, lo_open=True)
+        _check_range("mlp_hidden_mult", self.mlp_hidden_mult, lo=0, lo_open=True)
+        _check_range("dropout_rate", self.dropout_rate, lo=0, hi=1, hi_open=True)
+        _check_choice("mlp_nonlinearity", self.mlp_nonlinearity, NONLINEARITIES)
+        _check_choice("norm_type", self.norm_type, NORM_TYPES)
+        if self.norm_bias and not self.norm_affine:
+            raise _bad("norm_bias", self.norm_bias, "a norm bias needs norm_affine=True")
+        if self.head_dim is None:
+            if self.dim % self.num_q_heads:
+                raise _bad("num_q_heads", self.num_q_heads, f"must divide dim={self.dim} (or set head_dim)")
+            self.head_dim = self.dim // self.num_q_heads
+        self._check_heads("", self.num_q_heads, self.num_kv_heads, self.head_dim)
+        if self.vocab_len > 65_533:
+            raise _bad("vocab_len", self.vocab_len, "token ids (vocab_len + 3 specials) must fit in uint16")
+        tok_dir = os.path.join(TOKENIZERS_DIR, str(self.tokenizer))
+        if not os.path.isfile(os.path.join(tok_dir, "tokenizer.py")):
+            names = sorted(d for d in os.listdir(TOKENIZERS_DIR)
+                           if os.path.isfile(os.path.join(TOKENIZERS_DIR, d, "tokenizer.py")))
+            raise _bad("tokenizer", self.tokenizer, f"choose a folder of tokenizers/: {names}")
+        # future sight
+        _check_range("fs_periods", self.fs_periods, lo=0, kind=int)
+        _check_range("fs_mult", self.fs_mult, lo=2, kind=int)
+        _check_range("fs_loss_lambda", self.fs_loss_lambda, lo=0)
+        _check_choice("fs_loss", self.fs_loss, FS_LOSSES)
+        _check_choice("fs_arrangement", self.fs_arrangement, FS_ARRANGEMENTS)
+        _check_choice("fs_memory", self.fs_memory, FS_MEMORIES)
+        _check_choice("fs_output_layer", self.fs_output_layer, FS_OUTPUT_LAYERS)
+        _check_choice("pool_type", self.pool_type, POOL_TYPES)
+        _check_choice("compress_freq", self.compress_freq, COMPRESS_FREQS)
+        _check_range("compress_freq_n", self.compress_freq_n, lo=0, lo_open=True)
+        if self.compress_freq == "log" and self.compress_freq_n < 2:
+            raise _bad("compress_freq_n", self.compress_freq_n, "compress_freq='log' needs a base n >= 2")
+        if self.num_layers <= self.fs_periods:
+            raise _bad("num_layers", self.num_layers,
+                       f"must be greater than fs_periods={self.fs_periods}: the last fs_periods layers are "
+                       "future-sight layers and at least one body layer must come before them")
+        longest = self.fs_mult ** self.fs_periods if self.fs_periods else 1
+        if longest > self.max_seq_len:
+            raise _bad("fs_periods", self.fs_periods,
+                       f"the longest chunk, fs_mult**fs_periods = {longest} tokens, must not be longer than "
+                       f"max_seq_len={self.max_seq_len}")
+        for i, length in enumerate(self.chunk_lens):
+            c = compression(self.compress_freq, self.compress_freq_n, i)
+            if c < 1 or c > length or length % c:
+                raise _bad("compress_freq_n", self.compress_freq_n,
+                           f"compress_freq={self.compress_freq!r} gives {c} vectors for chunk {i + 1} of "
+                           f"{length} tokens; it must be between 1 and {length} and divide {length}")
+        learned_pool = self.pool_type in LEARNED_POOL_TYPES or self.pool_output_linear
+        if self.fs_periods and self.fs_loss == "bce" and learned_pool:
+            raise _bad("pool_type", self.pool_type,
+                       "fs_loss='bce' trains against the chunk's bag of tokens and uses no pooler; choose "
+                       "sum, mean or max and pool_output_linear=False")
+        if self.fs_periods and self.fs_detach_targets and learned_pool:
+            raise _bad("fs_detach_targets", self.fs_detach_targets,
+                       f"pool_type={self.pool_type!r} / pool_output_linear={self.pool_output_linear} has "
+                       "parameters that detached targets would never train: either set "
+                       "fs_detach_targets=False (and watch target diversity for collapse) or use a "
+                       "parameter-free pool_type (sum, mean, max) with pool_output_linear=False")
+        # cross-attention heads
+        if self.ca_num_q_heads is None:
+            self.ca_num_q_heads = self.num_q_heads
+        if self.ca_num_kv_heads is None:
+            self.ca_num_kv_heads = min(self.num_kv_heads, self.ca_num_q_heads)
+        if self.ca_head_dim is None:
+            if self.dim % self.ca_num_q_heads:
+                raise _bad("ca_num_q_heads", self.ca_num_q_heads, f"must divide dim={self.dim} (or set ca_head_dim)")
+            self.ca_head_dim = self.dim // self.ca_num_q_heads
+        for name in ("ca_num_q_heads", "ca_num_kv_heads"):
+            _check_range(name, getattr(self, name), lo=1, kind=int)
+        self._check_heads("ca_", self.ca_num_q_heads, self.ca_num_kv_heads, self.ca_head_dim)
+
+    def _check_heads(self, prefix, q_heads, kv_heads, head_dim):
+        _check_range(f"{prefix}head_dim", head_dim, lo=2, kind=int)
+        if head_dim % 2:
+            raise _bad(f"{prefix}head_dim", head_dim, "must be even (rotary encodings rotate pairs)")
+        if q_heads % kv_heads:
+            raise _bad(f"{prefix}num_kv_heads", kv_heads, f"must divide {prefix}num_q_heads={q_heads}")
+
+    # Derived, read-only views (not saved: they follow from the fields above).
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the embedding: the vocabulary plus bos, eos and pad."""
+        return self.vocab_len + 3
+
+    @property
+    def chunk_lens(self) -> list[int]:
+        """Tokens in chunk k = 1..P: fs_mult**k."""
+        return [self.fs_mult ** k for k in range(1, self.fs_periods + 1)]
+
+    @property
+    def chunk_offsets(self) -> list[tuple[int, int]]:
+        """(first, last) offset of chunk k = 1..P from the current position; offset 1 is the next token."""
+        out, first = [], 2
+        for length in self.chunk_lens:
+            out.append((first, first + length - 1))
+            first += length
+        return out
+
+    @property
+    def chunk_vectors(self) -> list[int]:
+        """c_k: vectors chunk k is compressed into."""
+        return [compression(self.compress_freq, self.compress_freq_n, i) for i in range(self.fs_periods)]
+
+    @property
+    def lookahead(self) -> int:
+        """H, the furthest offset any chunk reaches (1 for a plain GPT): batches carry H - 1 extra targets."""
+        return self.chunk_offsets[-1][1] if self.fs_periods else 1
+
+
+@dataclass
+class TrainConfig:
+    model_name: str | None = None     # folder under trained/; None = architecture, size and date
+    batch_size: int = 32              # sequences per step
+    max_iters: int = 2000             # optimizer steps
+    eval_interval: int = 100          # steps between evaluations (one log_data.csv row each)
+    eval_samples: int = 8             # batches per split per evaluation
+    checkpoint_interval: int | None = None  # steps between checkpoints; None = no checkpoints
+    grad_clip: float = 1.0            # clip the gradient's global norm to this; 0 = off
+    weight_decay: float = 0.05        # AdamW decay, applied to matrices only
+    lr_init: float = 1e-5             # learning rate at step 0
+    lr_max: float = 3e-3              # reached at the end of warm-up and at each restart
+    lr_min: float = 1e-4              # floor of annealing and of the final flat stretch
+    warmup_iters: int | None = None   # None = 5% of max_iters
+    final_flat_iters: int | None = None  # steps at lr_min at the very end; None = 10% of max_iters
+    anneal_type: str = "cos"          # cos or lin
+    num_restarts: int = 0             # warm restarts during annealing
+    T_mult: float = 2.0               # each annealing cycle is T_mult times longer than the one before
+    seed: int = 0                     # seeds the weights and the batches
+    device: str = "auto"              # auto (CUDA, then MPS, then CPU), cuda, mps or cpu
+    compile: bool = False             # torch.compile the model (CUDA only)
+    # --- data ---
+    data_path: str | None = None      # a local text file of stories separated by <|endoftext|>; None = the hub
+    val_data_path: str | None = None  # a separate validation file; None = hold stories out of data_path
+    val_fraction: float = 0.05        # share of data_path's stories held out for validation
+    data_cache_dir: str = "data_cache"  # where tokenized ids are cached (git-ignored)
+
+    def __post_init__(self):
+        for name in ("batch_size", "max_iters", "eval_interval", "eval_samples"):
+            _check_range(name, getattr(self, name), lo=1, kind=int)
+        if self.checkpoint_interval is not None:
+            _check_range("checkpoint_interval", self.checkpoint_interval, lo=1, kind=int)
+        _check_range("grad_clip", self.grad_clip, lo=0)
+        _check_range("weight_decay", self.weight_decay, lo=0)
+        for name in ("lr_init", "lr_max", "lr_min"):
+            _check_range(name, getattr(self, name), lo=0)
+        if self.lr_min > self.lr_max:
+            raise _bad("lr_min", self.lr_min, f"must be <= lr_max={self.lr_max}")
+        _check_choice("anneal_type", self.anneal_type, ANNEAL_TYPES)
+        _check_range("num_restarts", self.num_restarts, lo=0, kind=int)
+        _check_range("T_mult", self.T_mult, lo=0, lo_open=True)
+        _check_choice("device", self.device, DEVICES)
+        _check_range("val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
+        if self.warmup_iters is None:
+            self.warmup_iters = int(0.05 * self.max_iters)
+        if self.final_flat_iters is None:
+            self.final_flat_iters = int(0.1 * self.max_iters)
+        _check_range("warmup_iters", self.warmup_iters, lo=0, kind=int)
+        _check_range("final_flat_iters", self.final_flat_iters, lo=0, kind=int)
+        if self.warmup_iters + self.final_flat_iters > self.max_iters:
+            raise _bad("warmup_iters", self.warmup_iters,
+                       f"warmup_iters + final_flat_iters ({self.final_flat_iters}) must not exceed "
+                       f"max_iters={self.max_iters}")
+
+
+def to_dict(cfg) -> dict:
+    """The saved form of a config: every field, derived ones included."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, d: dict):
+    """Rebuild a config saved by `to_dict`; an unknown key is an error, not silently dropped."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
+    return cls(**d)
