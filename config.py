@@ -8,9 +8,10 @@ derived in `__post_init__` (the saved JSON holds the derived value). A bad value
 """
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
+
+from modules.pool_ops import compression
 
 TOKENIZERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokenizers")
 
@@ -45,21 +46,6 @@ def _check_range(field, value, lo=None, hi=None, lo_open=False, hi_open=False, k
         raise _bad(field, value, f"must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and (value >= hi if hi_open else value > hi):
         raise _bad(field, value, f"must be {'<' if hi_open else '<='} {hi}")
-
-
-def compression(compress_freq: str, n: float, i: int) -> int:
-    """Vectors that chunk index i (0 = nearest chunk) is compressed into (DESIGN.md §8)."""
-    if compress_freq == "constant":
-        return math.floor(n)
-    if compress_freq == "linear":
-        return math.floor(n * i + 1)
-    if compress_freq == "root":
-        return math.floor((i + 1) ** (1 / n) + 1e-9)
-    if compress_freq == "log":
-        return math.floor(math.log(i + 1, n) + 1e-9) + 1
-    if compress_freq == "poly":
-        return math.floor((i + 1) ** n + 1e-9)
-    raise _bad("compress_freq", compress_freq, f"choose one of {list(COMPRESS_FREQS)}")
 
 
 @dataclass

@@ -1,0 +1,123 @@
+"""The loss: next-token cross-entropy plus, for each future chunk k, a weighted future-sight loss.
+
+Legend: B batch, T time, Tt target columns (T + H - 1 for training batches), L tokens in a chunk,
+C vectors per chunk, D model dim, V vocab_size.
+
+`target_ids[:, i]` is the token after input i; chunk k of position i is target columns
+i + a_k - 1 .. i + b_k - 1 (a_k, b_k: the chunk's first and last offset). A chunk that runs past the
+columns given or contains an end-of-story (or pad) token is left out of its loss, for every pool type.
+Everything is vectorised over positions: one `unfold` per chunk, no Python loop over time.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modules.logging import LoggingModule, log_io
+from modules.norm import Norm
+from modules.pool_ops import Pooler
+
+
+def chunk_windows(target_ids, T: int, first: int, last: int, pad_id: int):
+    """Column index windows of one chunk for each of the T positions.
+
+    Returns (cols, ids): `cols` is target_ids padded on the right with pad_id so every window exists,
+    `ids` (B, T, L) the token ids of each position's chunk (a view).
+    """
+    length = last - first + 1
+    need = first - 1 + T + length - 1                     # columns up to the last position's chunk end
+    cols = target_ids[:, first - 1:need]                   # (B, <= T + L - 1)
+    if cols.shape[1] < T + length - 1:
+        cols = F.pad(cols, (0, T + length - 1 - cols.shape[1]), value=pad_id)
+    return cols, cols.unfold(1, length, 1)                 # (B, T + L - 1), (B, T, L)
+
+
+def chunk_valid(ids, eos_id: int, pad_id: int):
+    """(B, T) True where the chunk lies within the columns given and inside one story."""
+    return ~((ids == eos_id) | (ids == pad_id)).any(-1)
+
+
+def masked_mean(per_position, valid):
+    """Mean of a (B, T) loss over the valid positions; 0 (with a graph) when none is valid."""
+    return (per_position * valid).sum() / valid.sum().clamp(min=1)
+
+
+def chunk_loss(pred, target, valid, kind: str):
+    """Loss of one future chunk. pred, target: (B, T, C, D); for 'bce' pred are vocabulary logits and
+    target the multi-hot bag of each sub-window's tokens, (B, T, C, V)."""
+    pred, target = pred.float(), target.float()
+    if kind == "cosine":
+        per = 1 - F.cosine_similarity(pred, target, dim=-1)                   # (B, T, C)
+    elif kind == "mse":
+        per = (pred - target).pow(2).mean(-1)
+    elif kind == "mae":
+        per = (pred - target).abs().mean(-1)
+    elif kind == "bce":
+        per = F.binary_cross_entropy_with_logits(pred, target, reduction="none").mean(-1)
+    else:
+        raise ValueError(f"fs_loss={kind!r} is not allowed: choose one of ['cosine', 'mse', 'mae', 'bce']")
+    return masked_mean(per.mean(-1), valid)
+
+
+@torch.no_grad()
+def target_cosine(target, valid, max_vectors: int = 256):
+    """Mean pairwise cosine similarity of the valid targets in a batch: near 1 means they collapsed."""
+    vecs = F.normalize(target[valid].flatten(0, -2).float(), dim=-1)[:max_vectors]  # (n, D)
+    n = vecs.shape[0]
+    if n < 2:
+        return float("nan")
+    return ((vecs @ vecs.T).sum() - n).item() / (n * (n - 1))
+
+
+class Loss(LoggingModule):
+    """Total = NTP cross-entropy + sum_k fs_loss_lambda**k * fs_loss_k. The parts are returned too:
+    models are compared on `ntp_loss`, never on the total."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.eos_id, self.pad_id = cfg.vocab_len + 1, cfg.vocab_len + 2
+        self.pre_pool_norm = Norm(cfg.dim, cfg.norm_type, affine=False, eps=cfg.eps) if cfg.pre_pool_norm else None
+        self.poolers = nn.ModuleList()
+        if cfg.fs_loss != "bce":
+            for length, c in zip(cfg.chunk_lens, cfg.chunk_vectors):
+                self.poolers.append(Pooler(cfg.pool_type, cfg.dim, length, c, cfg.pool_output_linear, cfg.pool_bias))
+
+    def targets(self, target_ids, T: int, embedding):
+        """[(target (B, T, C, D) or bag (B, T, C, V), valid (B, T))] for each chunk k = 1..P."""
+        out = []
+        for k, ((first, last), c) in enumerate(zip(self.cfg.chunk_offsets, self.cfg.chunk_vectors), start=1):
+            cols, ids = chunk_windows(target_ids, T, first, last, self.pad_id)
+            valid = chunk_valid(ids, self.eos_id, self.pad_id)
+            if self.cfg.fs_loss == "bce":
+                sub = ids.unflatten(-1, (c, ids.shape[-1] // c))                  # (B, T, C, W)
+                bag = torch.zeros(*sub.shape[:-1], embedding.num_embeddings, device=ids.device)
+                out.append((bag.scatter_(-1, sub, 1.0), valid))                    # (B, T, C, V)
+                continue
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.fs_detach_targets):
+                e = embedding(cols)                                                # (B, T + L - 1, D)
+                if self.pre_pool_norm is not None:
+                    e = self.pre_pool_norm(e)
+                windows = e.unfold(1, last - first + 1, 1).transpose(-1, -2)       # (B, T, L, D)
+                out.append((self.poolers[k - 1](windows), valid))                  # (B, T, C, D)
+        return out
+
+    @log_io
+    def forward(self, logits, preds: dict, target_ids, embedding, to_logits=None):
+        """logits: (B, T, V); preds: {k: (B, T, C, D)}; target_ids: (B, Tt >= T);
+        to_logits maps predicted vectors to vocabulary logits (for fs_loss='bce')."""
+        B, T, V = logits.shape
+        ntp = F.cross_entropy(logits.float().reshape(B * T, V), target_ids[:, :T].reshape(-1),
+                              ignore_index=self.pad_id)
+        total, parts = ntp, {"ntp_loss": ntp.item()}
+        if not preds:
+            return total, parts
+        for k, (target, valid) in enumerate(self.targets(target_ids, T, embedding), start=1):
+            pred = to_logits(preds[k]) if self.cfg.fs_loss == "bce" else preds[k]
+            loss_k = chunk_loss(pred, target, valid, self.cfg.fs_loss)
+            total = total + self.cfg.fs_loss_lambda ** k * loss_k
+            parts[f"fs_loss_{k}"] = loss_k.item()
+            if self.cfg.fs_loss != "bce":
+                parts[f"fs_target_cos_{k}"] = target_cosine(target, valid)
+        parts["total_loss"] = total.item()
+        return total, parts

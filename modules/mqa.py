@@ -1,0 +1,184 @@
+"""Attention: multi-query / grouped-query / multi-head self-attention with rotary positions and a KV
+cache, and cross-attention over the model's own predictions of the future (the "future memory").
+
+Legend: B batch, T time (queries), S keys' time, D model dim, Hq query heads, Hkv key/value heads,
+G = Hq // Hkv queries per key head, hd head dim, C vectors per future chunk, N keys per query.
+
+Rotary encodings use real arithmetic (cos/sin of position x frequency), computed from the positions
+themselves: no complex numbers (Apple's MPS has no complex64) and no table that positions could run
+past (cross-attention keys sit at future positions, beyond max_seq_len).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modules.logging import LoggingModule, log_io
+
+
+def rope(x, pos, theta: float):
+    """Rotate pairs (x[i], x[i + hd/2]) of the last dim by angle pos * theta^(-2i/hd).
+
+    x: (..., hd); pos: integer positions broadcastable to x.shape[:-1]. https://arxiv.org/abs/2104.09864
+    """
+    half = x.shape[-1] // 2
+    freqs = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (hd/2,)
+    angles = pos.to(torch.float32).unsqueeze(-1) * freqs                                 # (..., hd/2)
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x.float().split(half, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class KVCache:
+    """Keys and values seen so far by one attention module, grown along `dim` at each call."""
+
+    def __init__(self, dim: int):
+        self.dim, self.k, self.v = dim, None, None
+
+    def update(self, k, v):
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=self.dim), torch.cat([self.v, v], dim=self.dim)
+        self.k, self.v = k, v
+        return k, v
+
+
+class Cache:
+    """Incremental-decoding state of a whole model: the position reached and one KVCache per attention
+    module (cross-attention keeps one per future scale). Make one with `Model.new_cache()`; every
+    forward call with it appends its tokens."""
+
+    def __init__(self):
+        self.pos = 0
+        self._slots = {}
+
+    def slot(self, key, dim: int) -> KVCache:
+        if key not in self._slots:
+            self._slots[key] = KVCache(dim)
+        return self._slots[key]
+
+
+class SelfAttention(LoggingModule):
+    def __init__(self, dim: int, num_q_heads: int, num_kv_heads: int, head_dim: int, theta: float,
+                 dropout_rate: float = 0.0):
+        super().__init__()
+        self.Hq, self.Hkv, self.hd, self.theta, self.dropout_rate = (num_q_heads, num_kv_heads, head_dim, theta,
+                                                                     dropout_rate)
+        self.Wq = nn.Linear(dim, num_q_heads * head_dim, bias=False)
+        self.Wkv = nn.Linear(dim, 2 * num_kv_heads * head_dim, bias=False)  # keys and values in one matmul
+        self.Wo = nn.Linear(num_q_heads * head_dim, dim, bias=False)
+
+    @log_io
+    def forward(self, x, pos0: int = 0, cache: Cache | None = None):
+        """x: (B, T, D) at positions pos0 .. pos0 + T - 1; with a cache, earlier positions are in it."""
+        B, T, _ = x.shape
+        pos = torch.arange(pos0, pos0 + T, device=x.device)
+        q = rope(self.Wq(x).view(B, T, self.Hq, self.hd).transpose(1, 2), pos, self.theta)  # (B, Hq, T, hd)
+        k, v = self.Wkv(x).view(B, T, 2, self.Hkv, self.hd).permute(2, 0, 3, 1, 4)           # (B, Hkv, T, hd)
+        k = rope(k, pos, self.theta)
+        if cache is not None:
+            k, v = cache.slot(self, dim=2).update(k, v)                                        # (B, Hkv, S, hd)
+        S = k.shape[2]
+        # is_causal aligns the mask top-left, right only for a square score matrix; a chunk of new queries
+        # after cached keys needs the mask written out (bottom-right aligned), and a single query none.
+        mask = None
+        if S != T and T > 1:
+            mask = torch.arange(S, device=x.device) <= (S - T + torch.arange(T, device=x.device))[:, None]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=(S == T and T > 1),
+                                           dropout_p=self.dropout_rate if self.training else 0.0,
+                                           enable_gqa=self.Hq != self.Hkv)                  # (B, Hq, T, hd)
+        return self.Wo(y.transpose(1, 2).reshape(B, T, self.Hq * self.hd))                  # (B, T, D)
+
+
+@dataclass
+class FutureScale:
+    """The predictions of one future chunk, made at each of the current call's positions."""
+    k: int           # chunk index, 1 = nearest (offsets +2..+3 for fs_mult 2)
+    vectors: torch.Tensor  # (B, T, C, D)
+    first: int       # first offset of the chunk, a_k
+    last: int        # last offset of the chunk, b_k
+
+
+class CrossAttention(LoggingModule):
+    """Queries from the residual stream, keys and values from the future memory.
+
+    `memory_mode` decides which predictions position t may see (all made at positions s <= t):
+      'horizon': those whose chunk still reaches past t (s + b_k >= t + 1): a window of b_k positions;
+      'causal':  all of them, stale ones included;
+      'self':    only those made at t itself.
+    Keys and values are projected once per prediction (and cached during generation), then the window
+    of each query is gathered, so 'horizon' and 'self' cost O(T * N) and never build a T x T*C matrix.
+    """
+
+    MODES = ("horizon", "causal", "self")
+
+    def __init__(self, dim: int, num_q_heads: int, num_kv_heads: int, head_dim: int, theta: float,
+                 memory_mode: str, use_rope: bool, dropout_rate: float = 0.0):
+        super().__init__()
+        if memory_mode not in self.MODES:
+            raise ValueError(f"fs_memory={memory_mode!r} is not allowed: choose one of {list(self.MODES)}")
+        self.Hq, self.Hkv, self.hd, self.theta = num_q_heads, num_kv_heads, head_dim, theta
+        self.memory_mode, self.use_rope, self.dropout_rate = memory_mode, use_rope, dropout_rate
+        self.Wq = nn.Linear(dim, num_q_heads * head_dim, bias=False)
+        self.Wkv = nn.Linear(dim, 2 * num_kv_heads * head_dim, bias=False)
+        self.Wo = nn.Linear(num_q_heads * head_dim, dim, bias=False)
+
+    def _project_memory(self, scale: FutureScale, s0: int):
+        """Keys and values of one scale's predictions made at positions s0, s0 + 1, ..."""
+        B, T, C, _ = scale.vectors.shape
+        k, v = self.Wkv(scale.vectors).view(B, T, C, 2, self.Hkv, self.hd).unbind(3)  # (B, T, C, Hkv, hd)
+        if self.use_rope:
+            # each key sits at the time its prediction is about: s + a_k (+ the sub-window's start if C > 1)
+            sub = (scale.last - scale.first + 1) // C
+            pos = (torch.arange(s0, s0 + T, device=k.device)[:, None] + scale.first
+                   + sub * torch.arange(C, device=k.device))                                # (T, C)
+            k = rope(k, pos.unsqueeze(-1), self.theta)
+        return k, v
+
+    @log_io
+    def forward(self, x, memory: list[FutureScale], pos0: int = 0, cache: Cache | None = None):
+        """x: (B, T, D) queries at positions pos0..pos0+T-1; memory: predictions made at those same
+        positions (earlier ones come from the cache)."""
+        B, T, _ = x.shape
+        t = torch.arange(pos0, pos0 + T, device=x.device)                                    # (T,)
+        q = self.Wq(x).view(B, T, self.Hq, self.hd)                                          # (B, T, Hq, hd)
+        if self.use_rope:
+            q = rope(q, t[:, None], self.theta)
+        keys, values, valid = [], [], []
+        for scale in memory:
+            k, v = self._project_memory(scale, pos0)
+            if cache is not None:
+                k, v = cache.slot((self, scale.k), dim=1).update(k, v)                      # (B, S, C, Hkv, hd)
+            S, C = k.shape[1], k.shape[2]
+            s_start = pos0 + T - S                                                          # position of entry 0
+            if self.memory_mode == "causal":
+                s = torch.arange(s_start, s_start + S, device=x.device).repeat_interleave(C)  # (S*C,)
+                keys.append(k.flatten(1, 2))
+                values.append(v.flatten(1, 2))                                              # (B, S*C, Hkv, hd)
+                valid.append(s[None, :] <= t[:, None])                                      # (T, S*C)
+                continue
+            width = 1 if self.memory_mode == "self" else scale.last
+            s = t[:, None] - torch.arange(width, device=x.device)                           # (T, width)
+            ok = s >= s_start
+            idx = (s - s_start).clamp(min=0)
+            keys.append(k[:, idx].flatten(2, 3))                                            # (B, T, width*C, Hkv, hd)
+            values.append(v[:, idx].flatten(2, 3))
+            valid.append(ok.repeat_interleave(C, dim=1))                                    # (T, width*C)
+        valid = torch.cat(valid, dim=1)                                                     # (T, N)
+        drop = self.dropout_rate if self.training else 0.0
+        if self.memory_mode == "causal":
+            k, v = torch.cat(keys, 1).transpose(1, 2), torch.cat(values, 1).transpose(1, 2)  # (B, Hkv, N, hd)
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=valid, dropout_p=drop,
+                                               enable_gqa=self.Hq != self.Hkv)             # (B, Hq, T, hd)
+            y = y.transpose(1, 2)                                                           # (B, T, Hq, hd)
+        else:
+            k, v = torch.cat(keys, 2), torch.cat(values, 2)                                 # (B, T, N, Hkv, hd)
+            G = self.Hq // self.Hkv
+            q = q.view(B, T, self.Hkv, G, self.hd)
+            scores = torch.einsum("btkgd,btnkd->btkgn", q, k) / math.sqrt(self.hd)          # (B, T, Hkv, G, N)
+            scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+            probs = F.dropout(scores.softmax(-1), drop, self.training)
+            y = torch.einsum("btkgn,btnkd->btkgd", probs, v)                                # (B, T, Hkv, G, hd)
+        return self.Wo(y.reshape(B, T, self.Hq * self.hd))                                  # (B, T, D)
