@@ -307,7 +307,9 @@ def get_data(mcfg, tcfg) -> TokenData:
     touched) with validation held out by `split_stories(stories, tcfg.val_fraction)` or read from
     `tcfg.val_data_path`; or, with no data_path, HUB_DATASET's train and validation splits. The first
     call tokenizes (with a progress bar) into the cache in `tcfg.data_cache_dir`; later calls with the
-    same source file (path, size, mtime) and tokenizer reuse it.
+    same source file (path, size, mtime) and tokenizer reuse it. A relative data_path is looked up
+    from the current directory, then from the repo root; a relative data_cache_dir is under the repo
+    root. With no data_path and no network, DataSourceError says how to point at a local file.
 
     `meta[split]` holds, per split: `stories`; `tokens`, every id of the stream, bos and eos
     included; `bytes`, the UTF-8 bytes of the stories' text (stripped; separators not counted);
@@ -354,12 +356,12 @@ def _windows(stream: np.ndarray, starts: np.ndarray, seq_len: int, lookahead: in
     return inputs, targets
 
 
-def _check_window(stream: np.ndarray, split: str, seq_len: int, lookahead: int) -> None:
+def _check_window(stream: np.ndarray, split: str, seq_len: int, lookahead: int, min_len: int) -> None:
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len={seq_len!r} is not allowed: must be an int >= 1")
     if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
         raise ValueError(f"lookahead={lookahead!r} is not allowed: must be an int >= 1 (1 = next token only)")
-    if len(stream) < seq_len + 1:
+    if len(stream) < min_len:
         raise ValueError(f"the {split} split has {len(stream)} tokens, too few for one window of "
                          f"seq_len={seq_len} inputs and their next-token targets")
 
@@ -379,7 +381,7 @@ def get_batch(data: TokenData, split: str, batch_size: int, seq_len: int, lookah
     None draws from torch's global generator.
     """
     stream = data.split(split)
-    _check_window(stream, split, seq_len, lookahead)
+    _check_window(stream, split, seq_len, lookahead, min_len=seq_len + 1)
     high = len(stream) - seq_len  # starts 0 .. len - T - 1: every next-token target lies in the stream
     if isinstance(generator, np.random.Generator):
         starts = generator.integers(0, high, size=batch_size)
@@ -402,7 +404,7 @@ def eval_batches(data: TokenData, split: str, batch_size: int, seq_len: int, loo
     NTP target is ever pad. The last batch may have fewer than `batch_size` rows.
     """
     stream = data.split(split)
-    _check_window(stream, split, seq_len, lookahead)
+    _check_window(stream, split, seq_len, lookahead, min_len=seq_len + 1 if drop_last else 2)
     n = len(stream)
     starts = np.arange(0, n - seq_len if drop_last else n - 1, seq_len)
     for i in range(0, len(starts), batch_size):

@@ -246,6 +246,21 @@ def test_interrupted_build_leaves_no_cache(char_tok, tcfg, monkeypatch):
     assert len(data.val) == data.meta["val"]["tokens"] > 0
 
 
+def test_cache_appears_complete_in_one_rename(char_tok, tcfg, monkeypatch):
+    renames = []
+    real = os.rename
+
+    def recording(src, dst):
+        renames.append((str(src), str(dst), sorted(os.listdir(src)) if os.path.isdir(src) else None))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "rename", recording)
+    data = tools.get_data(char_tok, tcfg)
+    ours = [r for r in renames if r[1].startswith(str(tcfg.data_cache_dir))]
+    assert ours == [(ours[0][0], data.path, ["meta.json", "train.bin", "val.bin"])]
+    assert os.path.dirname(ours[0][0]) == os.path.dirname(data.path)  # a sibling temp folder
+
+
 def test_damaged_cache_is_rebuilt(char_tok, tcfg, count_builds):
     data = tools.get_data(char_tok, tcfg)
     with open(os.path.join(data.path, "train.bin"), "r+b") as f:
@@ -435,6 +450,10 @@ def test_bad_batch_arguments(data):
         tools.get_batch(data, "train", 2, 8, 0)
     with pytest.raises(ValueError, match="too few"):
         tools.get_batch(toy_data(10), "train", 2, 10, 1)
+    with pytest.raises(ValueError, match="too few"):
+        next(tools.eval_batches(toy_data(10), "train", 2, 10, 1, drop_last=True))
+    (x, y), = tools.eval_batches(toy_data(10), "train", 2, 10, 1)  # one padded window is fine
+    assert x[0].tolist() == list(range(10)) and y[0].tolist() == list(range(1, 10)) + [999]
 
 
 # ---------------------------------------------------------------- evaluation batches
@@ -507,13 +526,17 @@ def test_real_tokenizer_cache(real_data):
     val_ids = story_ids(data.val, tok.bos_id, tok.eos_id)
     assert len(val_ids) == len(val) == data.meta["val"]["stories"]
     assert tok.decode(val_ids[0]) == val[0] and tok.decode(val_ids[-1]) == val[-1]
-    # bytes per token matches what the tokenizer does on plain text
-    text = "\n".join(val[:50])
-    direct = len(text.encode()) / len(tok.encode(text, bos=False))
+    # bytes per token: what the tokenizer does on the split's text, plus bos and eos per story
     m = data.meta["val"]
-    assert 2.0 < m["bytes_per_token"] < 6.0
-    assert m["bytes_per_token"] == pytest.approx(direct, rel=0.05)
-    assert m["bytes"] / (m["tokens"] - 2 * m["stories"]) == pytest.approx(direct, rel=0.03)
+    text_tokens = sum(len(tok.encode(s, bos=False)) for s in val)
+    assert m["tokens"] == text_tokens + 2 * len(val)
+    assert m["bytes"] == sum(len(s.encode("utf-8")) for s in val)
+    assert 2.5 < m["bytes_per_token"] < 5.0  # ~3.3 for a 1024-token BPE on TinyStories
+    assert m["bytes_per_token"] == pytest.approx(m["bytes"] / text_tokens, rel=0.02)  # wrappers: < 1%
+    joined = "\n".join(val)  # chars per token of the tokenizer on plain text
+    assert m["bytes_per_token"] == pytest.approx(len(joined.encode()) / len(tok.encode(joined, bos=False)),
+                                                 rel=0.02)
+    assert m["unknown_chars"] == 0  # the sample's characters are all in the alphabet
 
 
 @needs_real
