@@ -100,7 +100,8 @@ if __name__ == "__main__":
     parser.add_argument("names", nargs="+", help=f"tokenizers to build, of {load.available_tokenizers()}")
     parser.add_argument("--data_path", default=None, help="raw TinyStories text file (default: the sample)")
     parser.add_argument("--val_fraction", type=float, default=0.05, help="stories held out (the last ones)")
-    parser.add_argument("--out_dir", default=None, help="default: tokenizers/<name>/models")
+    parser.add_argument("--out_dir", default=None,
+                        help="write to OUT_DIR/<name>/ instead of the committed tokenizers/<name>/models/")
     args = parser.parse_args()
     for name in args.names:
-        build(name, args.data_path, args.val_fraction, args.out_dir)
+        build(name, args.data_path, args.val_fraction, args.out_dir and Path(args.out_dir) / name)
