@@ -16,6 +16,7 @@ from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 import regex
 
@@ -227,6 +228,7 @@ def test_special_ids_and_encode_options(name):
         with pytest.raises(ValueError, match="pad"):
             tok.encode("The cat sat.", eos=True, pad=len(body) + 1)
         assert tok.decode(padded) == "The cat sat."  # specials stand for no text
+        assert tok.decode(np.array(padded, dtype=np.int64)) == "The cat sat."  # e.g. from a tensor
         assert tok.encode("", bos=False) == [] and tok.decode([]) == ""
         with pytest.raises(ValueError, match="outside"):
             tok.decode([n + 3])
@@ -289,6 +291,11 @@ def test_import_datasets_then_load_by_path_and_no_shadowing(tmp_path):
         spec.loader.exec_module(load)
         tok = load.get_tokenizer("bpe_v2", 1024)
         print(tok.vocab_len, tok.decode(tok.encode("Once upon a time")))
+        v1_path = {str(TOKENIZERS_DIR / "bpe_v1" / "tokenizer.py")!r}
+        spec = importlib.util.spec_from_file_location("v1", v1_path)
+        v1 = importlib.util.module_from_spec(spec)  # a tokenizer.py on its own, from another directory
+        spec.loader.exec_module(v1)
+        print(v1.get_tokenizer(128).display("the end"))
         sys.path.append({str(tmp_path / "site")!r})
         sys.modules.pop("tokenizers", None)
         import tokenizers
@@ -297,7 +304,8 @@ def test_import_datasets_then_load_by_path_and_no_shadowing(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["1024 Once upon a time", "hf"]
+    v1 = load.get_tokenizer("bpe_v1", 128).display("the end")
+    assert out.stdout.splitlines() == ["1024 Once upon a time", v1, "hf"]
 
 
 # ---------------------------------------------------------------- building
