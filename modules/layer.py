@@ -22,13 +22,12 @@ class Layer(LoggingModule):
             return norm() if cfg.second_resid_norm else nn.Identity()
 
         self.attn_norm, self.attn_out_norm = norm(), out_norm()
-        self.attn = SelfAttention(cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta,
-                                  cfg.dropout_rate)
+        self.attn = SelfAttention(cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta)
         self.cross_attn = None
         if cross_attention:
             self.ca_norm, self.memory_norm, self.ca_out_norm = norm(), norm(), out_norm()
             self.cross_attn = CrossAttention(cfg.dim, cfg.ca_num_q_heads, cfg.ca_num_kv_heads, cfg.ca_head_dim,
-                                             cfg.theta, cfg.fs_memory, cfg.fs_cross_rope, cfg.dropout_rate)
+                                             cfg.theta, cfg.fs_memory, cfg.fs_cross_rope)
         self.mlp_norm, self.mlp_out_norm = norm(), out_norm()
         self.mlp = MLP(cfg.dim, cfg.mlp_hidden_mult, cfg.mlp_nonlinearity, cfg.mlp_gated, cfg.mlp_bias,
                        cfg.dropout_rate)

@@ -4,6 +4,9 @@ cache, and cross-attention over the model's own predictions of the future (the "
 Legend: B batch, T time (queries), S keys' time, D model dim, Hq query heads, Hkv key/value heads,
 G = Hq // Hkv queries per key head, hd head dim, C vectors per future chunk, N keys per query.
 
+No dropout on attention weights: on a CPU it forces SDPA's slow path and doubled the training step
+(measured); dropout acts on the residual branches instead (modules/layer.py).
+
 Rotary encodings use real arithmetic (cos/sin of position x frequency), computed from the positions
 themselves: no complex numbers (Apple's MPS has no complex64) and no table that positions could run
 past (cross-attention keys sit at future positions, beyond max_seq_len).
@@ -61,11 +64,9 @@ class Cache:
 
 
 class SelfAttention(LoggingModule):
-    def __init__(self, dim: int, num_q_heads: int, num_kv_heads: int, head_dim: int, theta: float,
-                 dropout_rate: float = 0.0):
+    def __init__(self, dim: int, num_q_heads: int, num_kv_heads: int, head_dim: int, theta: float):
         super().__init__()
-        self.Hq, self.Hkv, self.hd, self.theta, self.dropout_rate = (num_q_heads, num_kv_heads, head_dim, theta,
-                                                                     dropout_rate)
+        self.Hq, self.Hkv, self.hd, self.theta = num_q_heads, num_kv_heads, head_dim, theta
         self.Wq = nn.Linear(dim, num_q_heads * head_dim, bias=False)
         self.Wkv = nn.Linear(dim, 2 * num_kv_heads * head_dim, bias=False)  # keys and values in one matmul
         self.Wo = nn.Linear(num_q_heads * head_dim, dim, bias=False)
@@ -87,7 +88,6 @@ class SelfAttention(LoggingModule):
         if S != T and T > 1:
             mask = torch.arange(S, device=x.device) <= (S - T + torch.arange(T, device=x.device))[:, None]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=(S == T and T > 1),
-                                           dropout_p=self.dropout_rate if self.training else 0.0,
                                            enable_gqa=self.Hq != self.Hkv)                  # (B, Hq, T, hd)
         return self.Wo(y.transpose(1, 2).reshape(B, T, self.Hq * self.hd))                  # (B, T, D)
 
@@ -106,21 +106,24 @@ class CrossAttention(LoggingModule):
 
     `memory_mode` decides which predictions position t may see (all made at positions s <= t):
       'horizon': those whose chunk still reaches past t (s + b_k >= t + 1): a window of b_k positions;
-      'causal':  all of them, stale ones included;
-      'self':    only those made at t itself.
-    Keys and values are projected once per prediction (and cached during generation), then the window
-    of each query is gathered, so 'horizon' and 'self' cost O(T * N) and never build a T x T*C matrix.
+      'causal':  all of them, stale ones included (a full attention over T * C keys per scale);
+      'self':    only those made at t itself (a window of 1).
+    Keys and values are projected once per prediction (and cached during generation). For the windowed
+    modes, queries go in blocks of `BLOCK`: a block of Qb queries shares the Qb + width - 1 key
+    positions its windows span, so the scores are a few dense matmuls of O(T * (Qb + width)) — never a
+    T x T*C matrix, and no gather whose backward is a slow scatter.
     """
 
     MODES = ("horizon", "causal", "self")
+    BLOCK = 16
 
     def __init__(self, dim: int, num_q_heads: int, num_kv_heads: int, head_dim: int, theta: float,
-                 memory_mode: str, use_rope: bool, dropout_rate: float = 0.0):
+                 memory_mode: str, use_rope: bool):
         super().__init__()
         if memory_mode not in self.MODES:
             raise ValueError(f"fs_memory={memory_mode!r} is not allowed: choose one of {list(self.MODES)}")
         self.Hq, self.Hkv, self.hd, self.theta = num_q_heads, num_kv_heads, head_dim, theta
-        self.memory_mode, self.use_rope, self.dropout_rate = memory_mode, use_rope, dropout_rate
+        self.memory_mode, self.use_rope = memory_mode, use_rope
         self.Wq = nn.Linear(dim, num_q_heads * head_dim, bias=False)
         self.Wkv = nn.Linear(dim, 2 * num_kv_heads * head_dim, bias=False)
         self.Wo = nn.Linear(num_q_heads * head_dim, dim, bias=False)
@@ -142,43 +145,64 @@ class CrossAttention(LoggingModule):
         """x: (B, T, D) queries at positions pos0..pos0+T-1; memory: predictions made at those same
         positions (earlier ones come from the cache)."""
         B, T, _ = x.shape
-        t = torch.arange(pos0, pos0 + T, device=x.device)                                    # (T,)
-        q = self.Wq(x).view(B, T, self.Hq, self.hd)                                          # (B, T, Hq, hd)
+        q = self.Wq(x).view(B, T, self.Hkv, self.Hq // self.Hkv, self.hd)                   # (B, T, Hkv, G, hd)
         if self.use_rope:
-            q = rope(q, t[:, None], self.theta)
-        keys, values, valid = [], [], []
+            q = rope(q, torch.arange(pos0, pos0 + T, device=x.device)[:, None, None], self.theta)
+        kvs = []
         for scale in memory:
             k, v = self._project_memory(scale, pos0)
             if cache is not None:
                 k, v = cache.slot((self, scale.k), dim=1).update(k, v)                      # (B, S, C, Hkv, hd)
+            kvs.append((scale, k, v))
+        attend = self._attend_all if self.memory_mode == "causal" else self._attend_windows
+        return self.Wo(attend(q, kvs, pos0).reshape(B, T, self.Hq * self.hd))               # (B, T, D)
+
+    def _attend_all(self, q, kvs, pos0):
+        """'causal': every prediction made at s <= t, with a written-out (T, S*C) mask."""
+        B, T = q.shape[:2]
+        t = torch.arange(pos0, pos0 + T, device=q.device)
+        keys, values, masks = [], [], []
+        for _, k, v in kvs:
             S, C = k.shape[1], k.shape[2]
-            s_start = pos0 + T - S                                                          # position of entry 0
-            if self.memory_mode == "causal":
-                s = torch.arange(s_start, s_start + S, device=x.device).repeat_interleave(C)  # (S*C,)
-                keys.append(k.flatten(1, 2))
-                values.append(v.flatten(1, 2))                                              # (B, S*C, Hkv, hd)
-                valid.append(s[None, :] <= t[:, None])                                      # (T, S*C)
-                continue
+            s = torch.arange(pos0 + T - S, pos0 + T, device=q.device).repeat_interleave(C)  # (S*C,)
+            keys.append(k.flatten(1, 2))
+            values.append(v.flatten(1, 2))                                                  # (B, S*C, Hkv, hd)
+            masks.append(s[None, :] <= t[:, None])                                          # (T, S*C)
+        k, v = torch.cat(keys, 1).transpose(1, 2), torch.cat(values, 1).transpose(1, 2)     # (B, Hkv, N, hd)
+        y = F.scaled_dot_product_attention(q.flatten(2, 3).transpose(1, 2), k, v, attn_mask=torch.cat(masks, 1),
+                                           enable_gqa=self.Hq != self.Hkv)                 # (B, Hq, T, hd)
+        return y.transpose(1, 2)                                                            # (B, T, Hq, hd)
+
+    def _attend_windows(self, q, kvs, pos0):
+        """'horizon' and 'self': query t sees the predictions made at t - width + 1 .. t of each scale."""
+        B, T, Hkv, G, hd = q.shape
+        Qb = min(self.BLOCK, T)
+        nb = -(-T // Qb)                                                                    # query blocks
+        Tp = nb * Qb                                                                        # T padded
+        qb = F.pad(q, (0, 0, 0, 0, 0, 0, 0, Tp - T)).view(B, nb, Qb, Hkv, G, hd)
+        qb = qb.permute(0, 3, 1, 2, 4, 5).reshape(B, Hkv, nb, Qb * G, hd)                   # rows (i, g)
+        i = torch.arange(Qb, device=q.device)[:, None]
+        scores, values, masks = [], [], []
+        for scale, k, v in kvs:
+            S, C = k.shape[1], k.shape[2]
+            s_start = pos0 + T - S                                   # position of the first cached prediction
             width = 1 if self.memory_mode == "self" else scale.last
-            s = t[:, None] - torch.arange(width, device=x.device)                           # (T, width)
-            ok = s >= s_start
-            idx = (s - s_start).clamp(min=0)
-            keys.append(k[:, idx].flatten(2, 3))                                            # (B, T, width*C, Hkv, hd)
-            values.append(v[:, idx].flatten(2, 3))
-            valid.append(ok.repeat_interleave(C, dim=1))                                    # (T, width*C)
-        valid = torch.cat(valid, dim=1)                                                     # (T, N)
-        drop = self.dropout_rate if self.training else 0.0
-        if self.memory_mode == "causal":
-            k, v = torch.cat(keys, 1).transpose(1, 2), torch.cat(values, 1).transpose(1, 2)  # (B, Hkv, N, hd)
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=valid, dropout_p=drop,
-                                               enable_gqa=self.Hq != self.Hkv)             # (B, Hq, T, hd)
-            y = y.transpose(1, 2)                                                           # (B, T, Hq, hd)
-        else:
-            k, v = torch.cat(keys, 2), torch.cat(values, 2)                                 # (B, T, N, Hkv, hd)
-            G = self.Hq // self.Hkv
-            q = q.view(B, T, self.Hkv, G, self.hd)
-            scores = torch.einsum("btkgd,btnkd->btkgn", q, k) / math.sqrt(self.hd)          # (B, T, Hkv, G, N)
-            scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-            probs = F.dropout(scores.softmax(-1), drop, self.training)
-            y = torch.einsum("btkgn,btnkd->btkgd", probs, v)                                # (B, T, Hkv, G, hd)
-        return self.Wo(y.reshape(B, T, self.Hq * self.hd))                                  # (B, T, D)
+            lo = pos0 - width + 1 - s_start                          # index of the first key any query needs
+            span = Qb + width - 1                                    # key positions one query block spans
+
+            def blocks(z):                                           # (B, S, C, Hkv, hd) -> (B, Hkv, nb, span*C, hd)
+                z = F.pad(z[:, max(lo, 0):], (0, 0, 0, 0, 0, 0, max(-lo, 0), Tp - T)).unfold(1, span, Qb)
+                return z.permute(0, 3, 1, 5, 2, 4).reshape(B, Hkv, nb, span * C, hd)
+
+            kb = blocks(k)
+            values.append(blocks(v))
+            scores.append(qb @ kb.transpose(-1, -2))                 # (B, Hkv, nb, Qb*G, span*C)
+            j = torch.arange(span, device=q.device)[None, :]
+            s = pos0 - width + 1 + Qb * torch.arange(nb, device=q.device)[:, None, None] + j  # (nb, 1, span)
+            ok = (j >= i) & (j <= i + width - 1) & (s >= s_start)    # (nb, Qb, span): in the window, and exists
+            masks.append(ok.repeat_interleave(C, -1).repeat_interleave(G, 1))               # (nb, Qb*G, span*C)
+        sizes = [sc.shape[-1] for sc in scores]
+        scores = torch.cat(scores, -1).div(math.sqrt(hd)).masked_fill(~torch.cat(masks, -1), float("-inf"))
+        y = sum(p @ vb for p, vb in zip(scores.softmax(-1).split(sizes, -1), values))
+        y = y.view(B, Hkv, nb, Qb, G, hd).permute(0, 2, 3, 1, 4, 5).reshape(B, Tp, Hkv * G, hd)
+        return y[:, :T]                                                                     # (B, T, Hq, hd)

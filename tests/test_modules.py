@@ -1,0 +1,371 @@
+"""Shapes, gradients and reference values for every module in modules/."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import config
+from config import ModelConfig
+from modules.layer import Layer
+from modules.logging import LoggingModule, log_io
+from modules.loss import Loss, chunk_loss, chunk_valid, chunk_windows, target_cosine
+from modules.mlp import MLP, hidden_width
+from modules.model import Model
+from modules.mqa import Cache, CrossAttention, FutureScale, SelfAttention, rope
+from modules.norm import Norm
+from modules.pool_ops import Pooler, compression
+
+B, T, D = 2, 12, 16
+
+
+def tiny(**kw):
+    base = dict(dim=D, num_layers=4, num_q_heads=4, num_kv_heads=2, max_seq_len=32, vocab_len=29,
+                mlp_hidden_mult=2, dropout_rate=0.0)
+    return ModelConfig(**{**base, **kw})
+
+
+def assert_grads(module, out):
+    out.float().pow(2).mean().backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"no finite gradient for {name}"
+
+
+# ------------------------------------------------------------------ logging
+
+
+def test_logging_prints_shapes_only_when_enabled(capsys):
+    class Double(LoggingModule):
+        @log_io
+        def forward(self, x, scale=2):
+            return x * scale
+
+    m = Double()
+    m(torch.zeros(3, 5))
+    assert capsys.readouterr().out == ""
+    m.enable_logging()(torch.zeros(3, 5))
+    out = capsys.readouterr().out
+    assert "Double.forward" in out and "in  x: Tensor(3, 5) float32" in out and "out Tensor(3, 5)" in out
+    m.disable_logging()(torch.zeros(3, 5))
+    assert capsys.readouterr().out == ""
+
+
+def test_model_logging_traces_nested_modules(capsys):
+    model = Model(tiny()).enable_logging()
+    model(torch.randint(0, 32, (1, 5)))
+    out = capsys.readouterr().out
+    for name in ("Model.forward", "Layer.forward", "SelfAttention.forward", "CrossAttention.forward",
+                 "FutureHead.forward", "MLP.forward", "Norm.forward"):
+        assert name in out
+    assert "    >> Layer.forward" in out  # nested calls are indented
+
+
+# ------------------------------------------------------------------ norm and MLP
+
+
+@pytest.mark.parametrize("norm_type", config.NORM_TYPES)
+@pytest.mark.parametrize("affine,bias", [(True, True), (True, False), (False, False)])
+def test_norm(norm_type, affine, bias):
+    norm = Norm(D, norm_type, affine, bias)
+    x = torch.randn(B, T, D, requires_grad=True) * 3 + 1
+    y = norm(x)
+    assert y.shape == x.shape
+    if norm_type == "RMSNorm":
+        torch.testing.assert_close(y.pow(2).mean(-1), torch.ones(B, T), atol=1e-3, rtol=0)
+    elif norm_type == "LayerNorm":
+        torch.testing.assert_close(y, F.layer_norm(x, (D,), eps=1e-6), atol=1e-4, rtol=0)
+    else:
+        torch.testing.assert_close(y.norm(dim=-1), torch.ones(B, T), atol=1e-4, rtol=0)
+    assert len(list(norm.parameters())) == affine + bias
+    if affine:
+        assert_grads(norm, y)
+
+
+def test_norm_rejects_unknown_type():
+    with pytest.raises(ValueError, match="RMSNorm"):
+        Norm(D, "BatchNorm")
+
+
+@pytest.mark.parametrize("nonlinearity", config.NONLINEARITIES)
+@pytest.mark.parametrize("gated", [True, False])
+def test_mlp(nonlinearity, gated):
+    mlp = MLP(D, 4, nonlinearity, gated, bias=True, dropout_rate=0.1)
+    y = mlp(torch.randn(B, T, D))
+    assert y.shape == (B, T, D)
+    assert_grads(mlp, y)
+    weights = sum(p.numel() for n, p in mlp.named_parameters() if n.endswith("weight"))
+    assert abs(weights - 2 * D * 4 * D) <= 3 * D, "a gate must keep the parameter count of the plain MLP"
+
+
+def test_mlp_out_dim_and_hidden_width():
+    assert hidden_width(96, 4, gated=False) == 384 and hidden_width(96, 4, gated=True) == 256
+    assert MLP(D, 2, "ReLU", False, out_dim=3 * D)(torch.randn(B, D)).shape == (B, 3 * D)
+    with pytest.raises(ValueError, match="SiLU"):
+        MLP(D, 2, "Tanh", False)
+
+
+# ------------------------------------------------------------------ attention
+
+
+def test_rope_is_a_rotation_and_relative():
+    x = torch.randn(B, 3, T, 8)
+    pos = torch.arange(T)
+    y = rope(x, pos, 10_000.0)
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))          # rotations keep length
+    torch.testing.assert_close(rope(x, torch.zeros(T), 1e4), x)          # position 0 = identity
+    q, k = torch.randn(8), torch.randn(8)                                # dot products depend on distance only
+    d1 = rope(q, torch.tensor(5), 1e4) @ rope(k, torch.tensor(2), 1e4)
+    d2 = rope(q, torch.tensor(105), 1e4) @ rope(k, torch.tensor(102), 1e4)
+    torch.testing.assert_close(d1, d2, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("heads", [(4, 1), (4, 2), (4, 4)])
+def test_self_attention_shapes_grads_and_cache(heads):
+    torch.manual_seed(0)
+    attn = SelfAttention(D, heads[0], heads[1], 4, 1e4).eval()
+    x = torch.randn(B, T, D)
+    full = attn(x)
+    assert full.shape == (B, T, D)
+    cache = Cache()                                                      # prefill 5, then a chunk of 4, then 1 by 1
+    parts = [attn(x[:, :5], 0, cache), attn(x[:, 5:9], 5, cache)]
+    parts += [attn(x[:, t:t + 1], t, cache) for t in range(9, T)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
+    # causal: the output at t ignores x after t
+    x2 = x.clone()
+    x2[:, 7:] = torch.randn(B, T - 7, D)
+    torch.testing.assert_close(attn(x2)[:, :7], full[:, :7], atol=1e-6, rtol=0)
+    assert_grads(attn.train(), attn(x))
+
+
+def dense_cross_attention(ca, x, memory):
+    """A slow reference: attention over all T * C memory entries with a written-out (T, T*C) mask."""
+    B, T, _ = x.shape
+    t = torch.arange(T)
+    q = ca.Wq(x).view(B, T, ca.Hq, ca.hd)
+    if ca.use_rope:
+        q = rope(q, t[:, None], ca.theta)
+    ks, vs, masks = [], [], []
+    for m in memory:
+        k, v = ca._project_memory(m, 0)                                   # (B, T, C, Hkv, hd)
+        C = k.shape[2]
+        s = t.repeat_interleave(C)
+        allowed = {"causal": s[None] <= t[:, None], "self": s[None] == t[:, None],
+                   "horizon": (s[None] <= t[:, None]) & (s[None] + m.last >= t[:, None] + 1)}[ca.memory_mode]
+        ks.append(k.flatten(1, 2))
+        vs.append(v.flatten(1, 2))
+        masks.append(allowed)
+    k = torch.cat(ks, 1).repeat_interleave(ca.Hq // ca.Hkv, dim=2)         # (B, N, Hq, hd)
+    v = torch.cat(vs, 1).repeat_interleave(ca.Hq // ca.Hkv, dim=2)
+    scores = torch.einsum("bthd,bnhd->bhtn", q, k) / math.sqrt(ca.hd)
+    scores = scores.masked_fill(~torch.cat(masks, 1), float("-inf"))
+    y = torch.einsum("bhtn,bnhd->bthd", scores.softmax(-1), v)
+    return ca.Wo(y.reshape(B, T, -1))
+
+
+@pytest.mark.parametrize("mode", CrossAttention.MODES)
+@pytest.mark.parametrize("use_rope", [True, False])
+def test_cross_attention_matches_dense_reference(mode, use_rope):
+    torch.manual_seed(1)
+    ca = CrossAttention(D, 4, 2, 6, 1e4, mode, use_rope).eval()
+    x = torch.randn(B, T, D)
+    memory = [FutureScale(2, torch.randn(B, T, 2, D), 4, 7), FutureScale(1, torch.randn(B, T, 1, D), 2, 3)]
+    y = ca(x, memory)
+    assert y.shape == (B, T, D)
+    torch.testing.assert_close(y, dense_cross_attention(ca, x, memory), atol=1e-5, rtol=0)
+    cache = Cache()
+    steps = [ca(x[:, t:t + 1], [FutureScale(m.k, m.vectors[:, t:t + 1], m.first, m.last) for m in memory], t,
+                cache) for t in range(T)]
+    torch.testing.assert_close(torch.cat(steps, 1), y, atol=1e-5, rtol=0)
+    assert_grads(ca.train(), ca(x, memory))
+
+
+@pytest.mark.parametrize("mode,expected", [("horizon", 3 + 7 + 15), ("self", 3), ("causal", 3 * 20)])
+def test_which_predictions_a_query_sees(mode, expected):
+    """fs_mult 2, P 3, one vector per chunk: the query at t = 19 is influenced by exactly the predictions
+    made at s in (t - b_k, t] for horizon (25), at t for self (3), at every s <= t for causal (60)."""
+    torch.manual_seed(2)
+    ca = CrossAttention(D, 2, 1, 8, 1e4, mode, True).eval()
+    n, x = 20, torch.randn(1, 20, D)
+    memory = [FutureScale(k, torch.randn(1, n, 1, D), a, b) for k, (a, b) in enumerate(tiny().chunk_offsets, 1)]
+    base = ca(x, memory)[0, -1]
+    influential = 0
+    for m in memory:
+        for s in range(n):
+            vectors = m.vectors.clone()
+            vectors[0, s] += 1.0
+            changed = ca(x, [FutureScale(o.k, vectors if o is m else o.vectors, o.first, o.last) for o in memory])
+            influential += bool((changed[0, -1] - base).abs().max() > 1e-6)
+            if mode == "horizon" and (changed[0, -1] - base).abs().max() > 1e-6:
+                assert s + m.last >= n, f"scale {m.k}: a stale prediction from s={s} was seen"
+    assert influential == expected
+
+
+# ------------------------------------------------------------------ pooling
+
+
+@pytest.mark.parametrize("pool_type", config.POOL_TYPES)
+@pytest.mark.parametrize("num_vectors", [1, 2])
+def test_pooler_shapes_and_grads(pool_type, num_vectors):
+    pooler = Pooler(pool_type, D, 4, num_vectors, output_linear=True, bias=True)
+    x = torch.randn(B, T, 4, D, requires_grad=True)
+    y = pooler(x)
+    assert y.shape == (B, T, num_vectors, D)
+    y.pow(2).mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for name, p in pooler.named_parameters():
+        assert p.grad is not None, name
+
+
+def test_parameter_free_pool_values():
+    x = torch.arange(24.0).view(1, 1, 4, 6)
+    torch.testing.assert_close(Pooler("sum", 6, 4, 2)(x)[0, 0], torch.stack([x[0, 0, :2].sum(0), x[0, 0, 2:].sum(0)]))
+    torch.testing.assert_close(Pooler("mean", 6, 4, 1)(x)[0, 0, 0], x[0, 0].mean(0))
+    torch.testing.assert_close(Pooler("max", 6, 4, 1)(x)[0, 0, 0], x[0, 0, 3])
+    assert not list(Pooler("mean", 6, 4, 1).parameters())
+    with pytest.raises(ValueError):
+        Pooler("mean", 6, 4, 3)
+    with pytest.raises(ValueError, match="parametric_sum"):
+        Pooler("median", 6, 4, 1)
+
+
+def test_compression_schedule_matches_the_seed_formulas():
+    assert [compression("constant", 2, i) for i in range(4)] == [2, 2, 2, 2]
+    assert [compression("linear", 1, i) for i in range(4)] == [1, 2, 3, 4]
+    assert [compression("root", 2, i) for i in range(4)] == [1, 1, 1, 2]
+    assert [compression("log", 2, i) for i in range(4)] == [1, 2, 2, 3]
+    assert [compression("poly", 2, i) for i in range(3)] == [1, 4, 9]
+    with pytest.raises(ValueError, match="constant"):
+        compression("exp", 2, 0)
+
+
+# ------------------------------------------------------------------ loss
+
+
+def test_chunk_windows_and_masks():
+    # vocab_len 29: eos 30, pad 31. targets[:, i] is the token after input i.
+    targets = torch.tensor([[1, 2, 3, 4, 5, 6, 30, 8, 9, 10]])
+    cols, ids = chunk_windows(targets, T=6, first=2, last=3, pad_id=31)
+    # position i's chunk = columns i+1 .. i+2
+    assert ids.tolist() == [[[2, 3], [3, 4], [4, 5], [5, 6], [6, 30], [30, 8]]]
+    assert chunk_valid(ids, 30, 31).tolist() == [[True, True, True, True, False, False]]
+    # running past the columns given: padded, and so masked
+    _, ids = chunk_windows(targets, T=10, first=4, last=7, pad_id=31)
+    valid = chunk_valid(ids, 30, 31)
+    assert ids.shape == (1, 10, 4) and ids[0, 9].tolist() == [31] * 4
+    assert valid.tolist() == [[False, False, False, False, False, False, False, False, False, False]]
+    targets = torch.arange(20).unsqueeze(0)
+    _, ids = chunk_windows(targets, T=10, first=4, last=7, pad_id=31)
+    assert chunk_valid(ids, 30, 31)[0].tolist() == [True] * 10
+    assert ids[0, 9].tolist() == [12, 13, 14, 15]
+
+
+@pytest.mark.parametrize("kind", config.FS_LOSSES)
+def test_chunk_loss_kinds(kind):
+    valid = torch.ones(B, T, dtype=torch.bool)
+    target = torch.rand(B, T, 2, D).round() if kind == "bce" else torch.randn(B, T, 2, D)
+    far = chunk_loss(-50 * (target - 0.5) if kind == "bce" else -target, target, valid, kind)
+    near = chunk_loss(50 * (target - 0.5) if kind == "bce" else target, target, valid, kind)
+    assert near < 1e-3 < far
+    # masked positions do not count: a terrible prediction there changes nothing
+    pred = target.clone() if kind != "bce" else 50 * (target - 0.5)
+    valid[:, -3:] = False
+    pred[:, -3:] = -pred[:, -3:]
+    assert chunk_loss(pred, target, valid, kind) < 1e-3
+    assert chunk_loss(pred, target, torch.zeros_like(valid), kind) == 0
+
+
+def test_target_cosine_detects_collapse():
+    valid = torch.ones(B, T, dtype=torch.bool)
+    assert target_cosine(torch.ones(B, T, 1, D), valid) == pytest.approx(1.0)
+    assert abs(target_cosine(torch.randn(B, T, 1, D), valid)) < 0.2
+
+
+def test_loss_parts_and_weighting():
+    cfg = tiny(fs_loss_lambda=0.5)
+    model = Model(cfg)
+    x = torch.randint(0, 29, (B, T))
+    y = torch.randint(0, 29, (B, T + cfg.lookahead - 1))
+    _, loss = model(x, y)
+    parts = model.loss_parts
+    assert set(parts) >= {"ntp_loss", "fs_loss_1", "fs_loss_2", "fs_loss_3", "total_loss", "fs_target_cos_1"}
+    expected = parts["ntp_loss"] + sum(0.5 ** k * parts[f"fs_loss_{k}"] for k in (1, 2, 3))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert parts["ntp_loss"] == pytest.approx(F.cross_entropy(model(x)[0].flatten(0, 1), y[:, :T].flatten()).item(),
+                                              rel=1e-5)
+
+
+def test_detached_targets_give_no_gradient_to_the_embedding_through_the_targets():
+    cfg = tiny(fs_loss_lambda=1.0)
+    x = torch.randint(0, 29, (B, T))
+    y = torch.randint(0, 29, (B, T + cfg.lookahead - 1))
+    for detach, expect_grad in ((True, False), (False, True)):
+        model = Model(tiny(fs_loss_lambda=1.0, fs_detach_targets=detach))
+        targets = model.loss_fn.targets(y, T, model.embedding)
+        assert targets[0][0].requires_grad == expect_grad
+
+
+def test_bce_targets_are_bags_of_the_chunk_tokens():
+    cfg = tiny(fs_loss="bce")
+    loss = Loss(cfg)
+    y = torch.arange(20).unsqueeze(0) % 29
+    (bag, valid), *_ = loss.targets(y, T=4, embedding=torch.nn.Embedding(cfg.vocab_size, D))
+    assert bag.shape == (1, 4, 1, cfg.vocab_size)
+    assert bag[0, 0, 0].nonzero().flatten().tolist() == [1, 2]  # chunk +2..+3 of position 0: columns 1, 2
+
+
+# ------------------------------------------------------------------ layer and model
+
+
+@pytest.mark.parametrize("second_resid_norm", [False, True])
+def test_layer_shapes_and_grads(second_resid_norm):
+    cfg = tiny(second_resid_norm=second_resid_norm)
+    layer = Layer(cfg, cross_attention=True)
+    memory = [FutureScale(1, torch.randn(B, T, 1, D), 2, 3)]
+    y = layer(torch.randn(B, T, D), 0, None, memory)
+    assert y.shape == (B, T, D)
+    assert_grads(layer, y)
+
+
+def test_baseline_has_no_future_sight_parameters():
+    base = Model(tiny(fs_periods=0))
+    assert not any(n.startswith(("heads", "fs_layers", "loss_fn")) for n, _ in base.named_parameters())
+    assert len(base.body) == 4 and len(base.fs_layers) == 0
+    ff = Model(tiny())
+    assert len(ff.body) == 1 and len(ff.fs_layers) == 3 and len(ff.heads) == 3
+    assert ff.num_params() > base.num_params()
+    _, loss = base(torch.randint(0, 29, (B, T)), torch.randint(0, 29, (B, T)))
+    assert set(base.loss_parts) == {"ntp_loss"}
+
+
+@pytest.mark.parametrize("kw", [{}, {"fs_periods": 0}, {"weight_tying": False}, {"fs_output_layer": "layer"},
+                                {"fs_output_layer": "mlp", "fs_arrangement": "parallel"}])
+def test_model_shapes_and_every_parameter_gets_a_gradient(kw):
+    cfg = tiny(**kw)
+    model = Model(cfg)
+    x = torch.randint(0, cfg.vocab_size, (B, T))
+    y = torch.randint(0, cfg.vocab_len, (B, T + cfg.lookahead - 1))
+    logits, loss = model(x, y)
+    assert logits.shape == (B, T, cfg.vocab_size) and loss.ndim == 0
+    assert model(x)[1] is None
+    assert {k: v.shape for k, v in model.future.items()} == {k: (B, T, 1, D) for k in range(1, cfg.fs_periods + 1)}
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+def test_weight_tying_shares_the_embedding():
+    model = Model(tiny(weight_tying=True))
+    assert model.output is None
+    untied = Model(tiny(weight_tying=False))
+    assert untied.num_params() == model.num_params() + untied.output.weight.numel()
+
+
+def test_too_long_input_is_a_clear_error():
+    model = Model(tiny(max_seq_len=16))
+    with pytest.raises(ValueError, match="max_seq_len=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    cache = model.new_cache()
+    model(torch.zeros(1, 16, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
