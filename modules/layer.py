@@ -25,7 +25,7 @@ class Layer(LoggingModule):
         self.attn = SelfAttention(cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta)
         self.cross_attn = None
         if cross_attention:
-            self.ca_norm, self.memory_norm, self.ca_out_norm = norm(), norm(), out_norm()
+            self.ca_norm, self.ca_out_norm = norm(), out_norm()
             self.cross_attn = CrossAttention(cfg.dim, cfg.ca_num_q_heads, cfg.ca_num_kv_heads, cfg.ca_head_dim,
                                              cfg.theta, cfg.fs_memory, cfg.fs_cross_rope)
         self.mlp_norm, self.mlp_out_norm = norm(), out_norm()
@@ -35,8 +35,8 @@ class Layer(LoggingModule):
 
     @log_io
     def forward(self, x, pos0: int = 0, cache: Cache | None = None, memory: list[FutureScale] | None = None):
+        """memory: the future-sight predictions so far, already normed (Model.memory_norm)."""
         x = x + self.drop(self.attn_out_norm(self.attn(self.attn_norm(x), pos0, cache)))       # (B, T, D)
         if self.cross_attn is not None:
-            memory = [FutureScale(m.k, self.memory_norm(m.vectors), m.first, m.last) for m in memory]
             x = x + self.drop(self.ca_out_norm(self.cross_attn(self.ca_norm(x), memory, pos0, cache)))
         return x + self.drop(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))                    # (B, T, D)

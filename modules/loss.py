@@ -85,9 +85,19 @@ class Loss(LoggingModule):
 
     def targets(self, target_ids, T: int, embedding):
         """[(target (B, T, C, D) or bag (B, T, C, V), valid (B, T))] for each chunk k = 1..P."""
+        H = self.cfg.lookahead
+        cols = target_ids[:, :T + H - 1]
+        if cols.shape[1] < T + H - 1:  # too few look-ahead columns: pad, and the chunks reaching them are masked
+            cols = F.pad(cols, (0, T + H - 1 - cols.shape[1]), value=self.pad_id)  # (B, T + H - 1)
+        e = None
+        if self.cfg.fs_loss != "bce":  # every chunk's tokens are embedded (and normed) once, together
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.fs_detach_targets):
+                e = embedding(cols)                                                # (B, T + H - 1, D)
+                if self.pre_pool_norm is not None:
+                    e = self.pre_pool_norm(e)
         out = []
         for k, ((first, last), c) in enumerate(zip(self.cfg.chunk_offsets, self.cfg.chunk_vectors), start=1):
-            cols, ids = chunk_windows(target_ids, T, first, last, self.pad_id)
+            _, ids = chunk_windows(cols, T, first, last, self.pad_id)             # (B, T, L)
             valid = chunk_valid(ids, self.eos_id, self.pad_id)
             if self.cfg.fs_loss == "bce":
                 sub = ids.unflatten(-1, (c, ids.shape[-1] // c))                  # (B, T, C, W)
@@ -95,11 +105,8 @@ class Loss(LoggingModule):
                 out.append((bag.scatter_(-1, sub, 1.0), valid))                    # (B, T, C, V)
                 continue
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.fs_detach_targets):
-                e = embedding(cols)                                                # (B, T + L - 1, D)
-                if self.pre_pool_norm is not None:
-                    e = self.pre_pool_norm(e)
-                windows = e.unfold(1, last - first + 1, 1).transpose(-1, -2)       # (B, T, L, D)
-                out.append((self.poolers[k - 1](windows), valid))                  # (B, T, C, D)
+                windows = e[:, first - 1:first - 1 + T + last - first].unfold(1, last - first + 1, 1)
+                out.append((self.poolers[k - 1](windows.transpose(-1, -2)), valid))  # (B, T, C, D)
         return out
 
     @log_io

@@ -62,6 +62,8 @@ class Model(LoggingModule):
         self.body = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers - P))
         self.fs_layers = nn.ModuleList(Layer(cfg, cross_attention=True) for _ in range(P))
         self.heads = nn.ModuleList(FutureHead(cfg, c) for c in cfg.chunk_vectors)  # heads[k - 1] predicts chunk k
+        # predictions are normed once as they enter the memory (the loss sees them raw)
+        self.memory_norm = Norm(cfg.dim, cfg.norm_type, cfg.norm_affine, cfg.norm_bias, cfg.eps) if P else None
         self.final_norm = Norm(cfg.dim, cfg.norm_type, cfg.norm_affine, cfg.norm_bias, cfg.eps)
         self.output = None if cfg.weight_tying else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.loss_fn = Loss(cfg)
@@ -90,9 +92,11 @@ class Model(LoggingModule):
         """Final-norm-ed residual (..., D) -> vocabulary logits (..., V)."""
         return F.linear(x, self.embedding.weight) if self.output is None else self.output(x)
 
-    def _predict(self, k: int, x, pos0, cache) -> FutureScale:
+    def _predict(self, k: int, x, pos0, cache, preds: dict) -> FutureScale:
+        """Predict chunk k (raw, into preds, for the loss) and return it normed, for the memory."""
         first, last = self.cfg.chunk_offsets[k - 1]
-        return FutureScale(k, self.heads[k - 1](x, pos0, cache), first, last)
+        preds[k] = self.heads[k - 1](x, pos0, cache)                                # (B, T, C, D)
+        return FutureScale(k, self.memory_norm(preds[k]), first, last)
 
     @log_io
     def forward(self, input_token_ids, target_token_ids=None, cache: Cache | None = None):
@@ -110,17 +114,16 @@ class Model(LoggingModule):
         x = self.drop(x)
         for layer in self.body:
             x = layer(x, pos0, cache)
-        P = self.cfg.fs_periods
+        P, preds = self.cfg.fs_periods, {}
         if self.cfg.fs_arrangement == "parallel":
-            memory = [self._predict(k, x, pos0, cache) for k in range(P, 0, -1)]
+            memory = [self._predict(k, x, pos0, cache, preds) for k in range(P, 0, -1)]
         else:
             memory = []
         for j, layer in enumerate(self.fs_layers):
             if self.cfg.fs_arrangement == "staggered":  # furthest chunk first, coarse to fine
-                memory.append(self._predict(P - j, x, pos0, cache))
+                memory.append(self._predict(P - j, x, pos0, cache, preds))
             x = layer(x, pos0, cache, memory)
         logits = self.logits(self.final_norm(x))                                   # (B, T, V)
-        preds = {m.k: m.vectors for m in memory}
         self.future = {k: v.detach() for k, v in preds.items()}
         if cache is not None:
             cache.pos += T

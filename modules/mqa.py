@@ -182,7 +182,7 @@ class CrossAttention(LoggingModule):
         qb = F.pad(q, (0, 0, 0, 0, 0, 0, 0, Tp - T)).view(B, nb, Qb, Hkv, G, hd)
         qb = qb.permute(0, 3, 1, 2, 4, 5).reshape(B, Hkv, nb, Qb * G, hd)                   # rows (i, g)
         i = torch.arange(Qb, device=q.device)[:, None]
-        scores, values, masks = [], [], []
+        keys, values, masks = [], [], []
         for scale, k, v in kvs:
             S, C = k.shape[1], k.shape[2]
             s_start = pos0 + T - S                                   # position of the first cached prediction
@@ -194,15 +194,14 @@ class CrossAttention(LoggingModule):
                 z = F.pad(z[:, max(lo, 0):], (0, 0, 0, 0, 0, 0, max(-lo, 0), Tp - T)).unfold(1, span, Qb)
                 return z.permute(0, 3, 1, 5, 2, 4).reshape(B, Hkv, nb, span * C, hd)
 
-            kb = blocks(k)
+            keys.append(blocks(k))
             values.append(blocks(v))
-            scores.append(qb @ kb.transpose(-1, -2))                 # (B, Hkv, nb, Qb*G, span*C)
             j = torch.arange(span, device=q.device)[None, :]
             s = pos0 - width + 1 + Qb * torch.arange(nb, device=q.device)[:, None, None] + j  # (nb, 1, span)
             ok = (j >= i) & (j <= i + width - 1) & (s >= s_start)    # (nb, Qb, span): in the window, and exists
             masks.append(ok.repeat_interleave(C, -1).repeat_interleave(G, 1))               # (nb, Qb*G, span*C)
-        sizes = [sc.shape[-1] for sc in scores]
-        scores = torch.cat(scores, -1).div(math.sqrt(hd)).masked_fill(~torch.cat(masks, -1), float("-inf"))
-        y = sum(p @ vb for p, vb in zip(scores.softmax(-1).split(sizes, -1), values))
+        scores = (qb / math.sqrt(hd)) @ torch.cat(keys, 3).transpose(-1, -2)              # (B, Hkv, nb, Qb*G, N)
+        scores = scores.masked_fill(~torch.cat(masks, -1), float("-inf"))
+        y = scores.softmax(-1) @ torch.cat(values, 3)                                       # (B, Hkv, nb, Qb*G, hd)
         y = y.view(B, Hkv, nb, Qb, G, hd).permute(0, 2, 3, 1, 4, 5).reshape(B, Tp, Hkv * G, hd)
         return y[:, :T]                                                                     # (B, T, Hq, hd)
