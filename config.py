@@ -52,13 +52,13 @@ def _check_range(field, value, lo=None, hi=None, lo_open=False, hi_open=False, k
 class ModelConfig:
     # --- trunk: a Llama-style decoder ---
     dim: int = 128                    # residual stream width; small models: 64-256
-    num_layers: int = 6               # total layers, future-sight ones included; small models should err on the side of many layers
+    num_layers: int = 6               # all layers, future-sight ones included; small models: err on the side of many
     num_q_heads: int = 4              # query heads of self-attention
-    num_kv_heads: int = 1             # key/value heads: 1 = multi-query, = num_q_heads = multi-head, between = grouped-query
+    num_kv_heads: int = 1             # key/value heads: 1 = multi-query, num_q_heads = multi-head, between = grouped
     head_dim: int | None = None       # width of one head; None = dim // num_q_heads
     theta: float = 10_000.0           # RoPE base frequency; larger = slower-turning positions
     max_seq_len: int = 256            # context length in tokens
-    mlp_hidden_mult: float = 4.0      # MLP hidden width = mult * dim (scaled by 2/3 when gated, to keep the parameter count)
+    mlp_hidden_mult: float = 4.0      # MLP hidden width = mult * dim (x 2/3 when gated, to keep the parameter count)
     mlp_nonlinearity: str = "SiLU"    # ReLU, GeLU or SiLU
     mlp_gated: bool = True            # gated MLP: SiLU + gate = SwiGLU, GeLU + gate = GeGLU
     mlp_bias: bool = False            # biases in the MLP's linear layers
@@ -72,14 +72,14 @@ class ModelConfig:
     dropout_rate: float = 0.1         # dropout on embeddings, residual branches and MLP hidden units; 0.0-0.2
     # --- tokenizer ---
     tokenizer: str = "bpe_v2"         # a folder of tokenizers/: bpe_v1 or bpe_v2
-    vocab_len: int = 1024             # tokenizer size, without bos, eos, pad (which take ids vocab_len .. vocab_len+2)
+    vocab_len: int = 1024             # tokenizer size without bos, eos, pad (ids vocab_len .. vocab_len + 2)
     # --- future sight (fs_periods = 0 turns all of it off: a plain GPT) ---
     fs_mult: int = 2                  # chunk k holds fs_mult**k tokens: 2 -> +2..+3, +4..+7, +8..+15
-    fs_periods: int = 3               # number of future chunks P; also the number of future-sight layers (the last P)
-    fs_loss_lambda: float = 0.3       # weight of chunk k's loss is lambda**k; 0 keeps the layers but drops the objective
+    fs_periods: int = 3               # future chunks P; also the number of future-sight layers (the last P)
+    fs_loss_lambda: float = 0.3       # chunk k's loss weighs lambda**k; 0 keeps the layers, drops the objective
     fs_loss: str = "cosine"           # cosine, mse, mae, or bce (multi-hot bag of the chunk's tokens)
     fs_arrangement: str = "staggered"  # staggered: predict far chunks first, coarse to fine; parallel: all at once
-    fs_memory: str = "horizon"        # which predictions position t attends to: horizon, causal or self (see DESIGN.md §3)
+    fs_memory: str = "horizon"        # predictions position t attends to: horizon, causal or self (DESIGN.md §3)
     fs_output_layer: str = "linear"   # head predicting each chunk: linear, mlp, or layer (a transformer layer first)
     fs_cross_rope: bool = True        # rotary positions on cross-attention keys at the time each prediction is about
     fs_detach_targets: bool = True    # build chunk targets without gradient, so they cannot collapse

@@ -16,7 +16,6 @@ only on tokens 0..t, and generation computes exactly what training computed.
 
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -173,6 +173,14 @@ class CrossAttention(LoggingModule):
                                            enable_gqa=self.Hq != self.Hkv)                 # (B, Hq, T, hd)
         return y.transpose(1, 2)                                                            # (B, T, Hq, hd)
 
+    @staticmethod
+    def _blocks(z, lo: int, pad_end: int, span: int, Qb: int):
+        """(B, S, C, Hkv, hd) -> (B, Hkv, nb, span*C, hd): block b holds the keys at indices
+        lo + b*Qb .. lo + b*Qb + span - 1 (zeros where those fall outside 0..S-1; masked by the caller)."""
+        B, _, C, Hkv, hd = z.shape
+        z = F.pad(z[:, max(lo, 0):], (0, 0, 0, 0, 0, 0, max(-lo, 0), pad_end)).unfold(1, span, Qb)
+        return z.permute(0, 3, 1, 5, 2, 4).reshape(B, Hkv, z.shape[1], span * C, hd)  # (B, Hkv, nb, span*C, hd)
+
     def _attend_windows(self, q, kvs, pos0):
         """'horizon' and 'self': query t sees the predictions made at t - width + 1 .. t of each scale."""
         B, T, Hkv, G, hd = q.shape
@@ -189,13 +197,8 @@ class CrossAttention(LoggingModule):
             width = 1 if self.memory_mode == "self" else scale.last
             lo = pos0 - width + 1 - s_start                          # index of the first key any query needs
             span = Qb + width - 1                                    # key positions one query block spans
-
-            def blocks(z):                                           # (B, S, C, Hkv, hd) -> (B, Hkv, nb, span*C, hd)
-                z = F.pad(z[:, max(lo, 0):], (0, 0, 0, 0, 0, 0, max(-lo, 0), Tp - T)).unfold(1, span, Qb)
-                return z.permute(0, 3, 1, 5, 2, 4).reshape(B, Hkv, nb, span * C, hd)
-
-            keys.append(blocks(k))
-            values.append(blocks(v))
+            keys.append(self._blocks(k, lo, Tp - T, span, Qb))
+            values.append(self._blocks(v, lo, Tp - T, span, Qb))
             j = torch.arange(span, device=q.device)[None, :]
             s = pos0 - width + 1 + Qb * torch.arange(nb, device=q.device)[:, None, None] + j  # (nb, 1, span)
             ok = (j >= i) & (j <= i + width - 1) & (s >= s_start)    # (nb, Qb, span): in the window, and exists

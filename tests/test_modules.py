@@ -296,9 +296,7 @@ def test_loss_parts_and_weighting():
 
 
 def test_detached_targets_give_no_gradient_to_the_embedding_through_the_targets():
-    cfg = tiny(fs_loss_lambda=1.0)
-    x = torch.randint(0, 29, (B, T))
-    y = torch.randint(0, 29, (B, T + cfg.lookahead - 1))
+    y = torch.randint(0, 29, (B, T + tiny().lookahead - 1))
     for detach, expect_grad in ((True, False), (False, True)):
         model = Model(tiny(fs_loss_lambda=1.0, fs_detach_targets=detach))
         targets = model.loss_fn.targets(y, T, model.embedding)
