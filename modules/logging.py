@@ -6,6 +6,7 @@ input and output, indented by call depth. `testing_modules.ipynb` uses it step b
 is off (the default) the decorator costs one attribute check.
 """
 
+import dataclasses
 import functools
 
 import torch
@@ -40,6 +41,9 @@ def describe(value) -> str:
     if isinstance(value, (list, tuple)):
         inner = ", ".join(describe(v) for v in value[:4]) + (", ..." if len(value) > 4 else "")
         return f"{type(value).__name__}[{len(value)}]({inner})"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        inner = ", ".join(f"{f.name}={describe(getattr(value, f.name))}" for f in dataclasses.fields(value))
+        return f"{type(value).__name__}({inner})"
     if isinstance(value, dict):
         inner = ", ".join(f"{k}: {describe(v)}" for k, v in list(value.items())[:4])
         return "{" + inner + (", ..." if len(value) > 4 else "") + "}"

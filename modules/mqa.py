@@ -57,6 +57,9 @@ class Cache:
         self.pos = 0
         self._slots = {}
 
+    def __repr__(self):
+        return f"Cache(pos={self.pos}, {len(self._slots)} KV slots)"
+
     def slot(self, key, dim: int) -> KVCache:
         if key not in self._slots:
             self._slots[key] = KVCache(dim)
