@@ -131,15 +131,17 @@ class CrossAttention(LoggingModule):
         self.Wkv = nn.Linear(dim, 2 * num_kv_heads * head_dim, bias=False)
         self.Wo = nn.Linear(num_q_heads * head_dim, dim, bias=False)
 
-    def _project_memory(self, scale: FutureScale, s0: int):
-        """Keys and values of one scale's predictions made at positions s0, s0 + 1, ..."""
-        B, T, C, _ = scale.vectors.shape
-        k, v = self.Wkv(scale.vectors).view(B, T, C, 2, self.Hkv, self.hd).unbind(3)  # (B, T, C, Hkv, hd)
+    def _project_memory(self, memory: list[FutureScale], s0: int):
+        """Keys and values of all predictions in the memory, made at positions s0, s0 + 1, ...: the scales'
+        vectors side by side, (B, T, N, Hkv, hd) with N = sum of C over the scales, in one matmul."""
+        vectors = torch.cat([m.vectors for m in memory], dim=2)                           # (B, T, N, D)
+        B, T, N, _ = vectors.shape
+        k, v = self.Wkv(vectors).view(B, T, N, 2, self.Hkv, self.hd).unbind(3)             # (B, T, N, Hkv, hd)
         if self.use_rope:
             # each key sits at the time its prediction is about: s + a_k (+ the sub-window's start if C > 1)
-            sub = (scale.last - scale.first + 1) // C
-            pos = (torch.arange(s0, s0 + T, device=k.device)[:, None] + scale.first
-                   + sub * torch.arange(C, device=k.device))                                # (T, C)
+            ahead = torch.cat([m.first + (m.last - m.first + 1) // m.vectors.shape[2]
+                               * torch.arange(m.vectors.shape[2], device=k.device) for m in memory])  # (N,)
+            pos = torch.arange(s0, s0 + T, device=k.device)[:, None] + ahead                 # (T, N)
             k = rope(k, pos.unsqueeze(-1), self.theta)
         return k, v
 
@@ -151,63 +153,57 @@ class CrossAttention(LoggingModule):
         q = self.Wq(x).view(B, T, self.Hkv, self.Hq // self.Hkv, self.hd)                   # (B, T, Hkv, G, hd)
         if self.use_rope:
             q = rope(q, torch.arange(pos0, pos0 + T, device=x.device)[:, None, None], self.theta)
-        kvs = []
-        for scale in memory:
-            k, v = self._project_memory(scale, pos0)
-            if cache is not None:
-                k, v = cache.slot((self, scale.k), dim=1).update(k, v)                      # (B, S, C, Hkv, hd)
-            kvs.append((scale, k, v))
-        attend = self._attend_all if self.memory_mode == "causal" else self._attend_windows
-        return self.Wo(attend(q, kvs, pos0).reshape(B, T, self.Hq * self.hd))               # (B, T, D)
+        k, v = self._project_memory(memory, pos0)
+        if cache is not None:
+            k, v = cache.slot(self, dim=1).update(k, v)                                     # (B, S, N, Hkv, hd)
+        if self.memory_mode == "causal":
+            y = self._attend_all(q, k, v, pos0)
+        else:  # how far back each key column reaches: b_k of its scale (1 for 'self')
+            widths = torch.cat([torch.full((m.vectors.shape[2],), 1 if self.memory_mode == "self" else m.last)
+                                for m in memory]).to(x.device)                              # (N,)
+            y = self._attend_windows(q, k, v, widths, pos0)
+        return self.Wo(y.reshape(B, T, self.Hq * self.hd))                                  # (B, T, D)
 
-    def _attend_all(self, q, kvs, pos0):
-        """'causal': every prediction made at s <= t, with a written-out (T, S*C) mask."""
+    def _attend_all(self, q, k, v, pos0):
+        """'causal': every prediction made at s <= t, with a written-out (T, S*N) mask."""
         B, T = q.shape[:2]
+        S, N = k.shape[1], k.shape[2]
         t = torch.arange(pos0, pos0 + T, device=q.device)
-        keys, values, masks = [], [], []
-        for _, k, v in kvs:
-            S, C = k.shape[1], k.shape[2]
-            s = torch.arange(pos0 + T - S, pos0 + T, device=q.device).repeat_interleave(C)  # (S*C,)
-            keys.append(k.flatten(1, 2))
-            values.append(v.flatten(1, 2))                                                  # (B, S*C, Hkv, hd)
-            masks.append(s[None, :] <= t[:, None])                                          # (T, S*C)
-        k, v = torch.cat(keys, 1).transpose(1, 2), torch.cat(values, 1).transpose(1, 2)     # (B, Hkv, N, hd)
-        y = F.scaled_dot_product_attention(q.flatten(2, 3).transpose(1, 2), k, v, attn_mask=torch.cat(masks, 1),
+        s = torch.arange(pos0 + T - S, pos0 + T, device=q.device).repeat_interleave(N)      # (S*N,)
+        k, v = k.flatten(1, 2).transpose(1, 2), v.flatten(1, 2).transpose(1, 2)             # (B, Hkv, S*N, hd)
+        y = F.scaled_dot_product_attention(q.flatten(2, 3).transpose(1, 2), k, v, attn_mask=s <= t[:, None],
                                            enable_gqa=self.Hq != self.Hkv)                 # (B, Hq, T, hd)
         return y.transpose(1, 2)                                                            # (B, T, Hq, hd)
 
-    @staticmethod
-    def _blocks(z, lo: int, pad_end: int, span: int, Qb: int):
-        """(B, S, C, Hkv, hd) -> (B, Hkv, nb, span*C, hd): block b holds the keys at indices
-        lo + b*Qb .. lo + b*Qb + span - 1 (zeros where those fall outside 0..S-1; masked by the caller)."""
-        B, _, C, Hkv, hd = z.shape
-        z = F.pad(z[:, max(lo, 0):], (0, 0, 0, 0, 0, 0, max(-lo, 0), pad_end)).unfold(1, span, Qb)
-        return z.permute(0, 3, 1, 5, 2, 4).reshape(B, Hkv, z.shape[1], span * C, hd)  # (B, Hkv, nb, span*C, hd)
+    def _attend_windows(self, q, k, v, widths, pos0):
+        """'horizon' and 'self': query t sees the predictions made at t - width + 1 .. t of each key column.
 
-    def _attend_windows(self, q, kvs, pos0):
-        """'horizon' and 'self': query t sees the predictions made at t - width + 1 .. t of each scale."""
+        Queries go in blocks of Qb; block b's keys are the span = Qb + W - 1 positions its windows cover
+        (W the widest window), so each block is one small dense attention."""
         B, T, Hkv, G, hd = q.shape
+        S, N = k.shape[1], k.shape[2]
         Qb = min(self.BLOCK, T)
         nb = -(-T // Qb)                                                                    # query blocks
         Tp = nb * Qb                                                                        # T padded
+        W = int(widths.max())
+        span = Qb + W - 1
+        s_start = pos0 + T - S                                       # position of the first cached prediction
+        lo = pos0 - W + 1 - s_start                                  # index of the first key any query needs
+
+        def blocks(z):                                               # (B, S, N, Hkv, hd) -> (B, Hkv, nb, span*N, hd)
+            # zeros where a window reaches before the first prediction or past the last (masked below)
+            z = F.pad(z[:, max(lo, 0):], (0, 0, 0, 0, 0, 0, max(-lo, 0), Tp - T)).unfold(1, span, Qb)
+            return z.permute(0, 3, 1, 5, 2, 4).reshape(B, Hkv, nb, span * N, hd)
+
         qb = F.pad(q, (0, 0, 0, 0, 0, 0, 0, Tp - T)).view(B, nb, Qb, Hkv, G, hd)
         qb = qb.permute(0, 3, 1, 2, 4, 5).reshape(B, Hkv, nb, Qb * G, hd)                   # rows (i, g)
-        i = torch.arange(Qb, device=q.device)[:, None]
-        keys, values, masks = [], [], []
-        for scale, k, v in kvs:
-            S, C = k.shape[1], k.shape[2]
-            s_start = pos0 + T - S                                   # position of the first cached prediction
-            width = 1 if self.memory_mode == "self" else scale.last
-            lo = pos0 - width + 1 - s_start                          # index of the first key any query needs
-            span = Qb + width - 1                                    # key positions one query block spans
-            keys.append(self._blocks(k, lo, Tp - T, span, Qb))
-            values.append(self._blocks(v, lo, Tp - T, span, Qb))
-            j = torch.arange(span, device=q.device)[None, :]
-            s = pos0 - width + 1 + Qb * torch.arange(nb, device=q.device)[:, None, None] + j  # (nb, 1, span)
-            ok = (j >= i) & (j <= i + width - 1) & (s >= s_start)    # (nb, Qb, span): in the window, and exists
-            masks.append(ok.repeat_interleave(C, -1).repeat_interleave(G, 1))               # (nb, Qb*G, span*C)
-        scores = (qb / math.sqrt(hd)) @ torch.cat(keys, 3).transpose(-1, -2)              # (B, Hkv, nb, Qb*G, N)
-        scores = scores.masked_fill(~torch.cat(masks, -1), float("-inf"))
-        y = scores.softmax(-1) @ torch.cat(values, 3)                                       # (B, Hkv, nb, Qb*G, hd)
+        i = torch.arange(Qb, device=q.device)[:, None, None]                                # (Qb, 1, 1)
+        j = torch.arange(span, device=q.device)[:, None]                                    # (span, 1)
+        s = pos0 - W + 1 + Qb * torch.arange(nb, device=q.device)[:, None, None, None] + j   # (nb, 1, span, 1)
+        # key j of block b is at t - s = i + W - 1 - j positions before query i: in column n's window if < width
+        ok = (j <= i + W - 1) & (j >= i + W - widths) & (s >= s_start)                     # (nb, Qb, span, N)
+        mask = ok.flatten(2).repeat_interleave(G, 1)                                        # (nb, Qb*G, span*N)
+        scores = (qb / math.sqrt(hd)) @ blocks(k).transpose(-1, -2)                         # (B, Hkv, nb, Qb*G, span*N)
+        y = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ blocks(v)               # (B, Hkv, nb, Qb*G, hd)
         y = y.view(B, Hkv, nb, Qb, G, hd).permute(0, 2, 3, 1, 4, 5).reshape(B, Tp, Hkv * G, hd)
         return y[:, :T]                                                                     # (B, T, Hq, hd)

@@ -147,8 +147,11 @@ def dense_cross_attention(ca, x, memory):
         q = rope(q, t[:, None], ca.theta)
     ks, vs, masks = [], [], []
     for m in memory:
-        k, v = ca._project_memory(m, 0)                                   # (B, T, C, Hkv, hd)
-        C = k.shape[2]
+        C = m.vectors.shape[2]
+        k, v = ca.Wkv(m.vectors).view(B, T, C, 2, ca.Hkv, ca.hd).unbind(3)  # (B, T, C, Hkv, hd)
+        if ca.use_rope:  # keys at the time the prediction is about: s + a_k + the sub-window's start
+            pos = t[:, None] + m.first + (m.last - m.first + 1) // C * torch.arange(C)
+            k = rope(k, pos.unsqueeze(-1), ca.theta)
         s = t.repeat_interleave(C)
         allowed = {"causal": s[None] <= t[:, None], "self": s[None] == t[:, None],
                    "horizon": (s[None] <= t[:, None]) & (s[None] + m.last >= t[:, None] + 1)}[ca.memory_mode]
