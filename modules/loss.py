@@ -61,17 +61,19 @@ def chunk_loss(pred, target, valid, kind: str):
 
 @torch.no_grad()
 def target_cosine(target, valid, max_vectors: int = 256):
-    """Mean pairwise cosine similarity of the valid targets in a batch: near 1 means they collapsed."""
-    vecs = F.normalize(target[valid].flatten(0, -2).float(), dim=-1)[:max_vectors]  # (n, D)
+    """Mean pairwise cosine similarity of (up to max_vectors of) the valid targets in a batch, as a 0-d
+    tensor: near 1 means the targets collapsed to one direction. NaN with fewer than two."""
+    rows = max(1, -(-max_vectors // target.shape[1]))          # enough sequences for max_vectors positions
+    vecs = F.normalize(target[:rows][valid[:rows]].flatten(0, -2).float(), dim=-1)[:max_vectors]  # (n, D)
     n = vecs.shape[0]
-    if n < 2:
-        return float("nan")
-    return ((vecs @ vecs.T).sum() - n).item() / (n * (n - 1))
+    return ((vecs @ vecs.T).sum() - n) / (n * (n - 1)) if n > 1 else torch.tensor(float("nan"))
 
 
 class Loss(LoggingModule):
-    """Total = NTP cross-entropy + sum_k fs_loss_lambda**k * fs_loss_k. The parts are returned too:
-    models are compared on `ntp_loss`, never on the total."""
+    """Total = NTP cross-entropy + sum_k fs_loss_lambda**k * fs_loss_k. The parts are returned too, as
+    detached 0-d tensors (`float(v)` reads one; no GPU sync is forced every step): ntp_loss, fs_loss_k,
+    fs_target_cos_k (target diversity) and total_loss. Models are compared on `ntp_loss`, never on the
+    total."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -116,15 +118,15 @@ class Loss(LoggingModule):
         B, T, V = logits.shape
         ntp = F.cross_entropy(logits.float().reshape(B * T, V), target_ids[:, :T].reshape(-1),
                               ignore_index=self.pad_id)
-        total, parts = ntp, {"ntp_loss": ntp.item()}
+        total, parts = ntp, {"ntp_loss": ntp.detach()}
         if not preds:
             return total, parts
         for k, (target, valid) in enumerate(self.targets(target_ids, T, embedding), start=1):
             pred = to_logits(preds[k]) if self.cfg.fs_loss == "bce" else preds[k]
             loss_k = chunk_loss(pred, target, valid, self.cfg.fs_loss)
             total = total + self.cfg.fs_loss_lambda ** k * loss_k
-            parts[f"fs_loss_{k}"] = loss_k.item()
+            parts[f"fs_loss_{k}"] = loss_k.detach()
             if self.cfg.fs_loss != "bce":
                 parts[f"fs_target_cos_{k}"] = target_cosine(target, valid)
-        parts["total_loss"] = total.item()
+        parts["total_loss"] = total.detach()
         return total, parts

@@ -66,7 +66,7 @@ class Model(LoggingModule):
         self.final_norm = Norm(cfg.dim, cfg.norm_type, cfg.norm_affine, cfg.norm_bias, cfg.eps)
         self.output = None if cfg.weight_tying else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.loss_fn = Loss(cfg)
-        self.loss_parts: dict = {}  # the parts of the last loss computed (ntp_loss, fs_loss_k, ...)
+        self.loss_parts: dict = {}  # the last loss's parts, detached 0-d tensors (ntp_loss, fs_loss_k, ...)
         self.future: dict = {}      # the last forward's chunk predictions {k: (B, T, C, D)}, for inspection
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # residual-branch outputs start small (GPT-2)

@@ -67,6 +67,7 @@ BAD_MODEL = [
     ({"fs_mult": 4, "fs_periods": 3, "max_seq_len": 32}, "fs_periods", "max_seq_len=32"),
     ({"num_layers": 3, "fs_periods": 3}, "num_layers", "greater than fs_periods=3"),
     ({"compress_freq_n": 3}, "compress_freq_n", "divide 2"),
+    ({"compress_freq_n": 4}, "compress_freq_n", "between 1 and 2"),  # more vectors than the chunk has tokens
     ({"compress_freq": "linear", "compress_freq_n": 1}, "compress_freq_n", "divide 8"),
     ({"compress_freq": "log", "compress_freq_n": 1.5}, "compress_freq_n", "base n >= 2"),
     ({"compress_freq_n": 0}, "compress_freq_n", "> 0"),
