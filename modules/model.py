@@ -40,7 +40,7 @@ class FutureHead(LoggingModule):
         self.norm = Norm(cfg.dim, cfg.norm_type, cfg.norm_affine, cfg.norm_bias, cfg.eps)
         if cfg.fs_output_layer == "mlp":
             self.proj = MLP(cfg.dim, cfg.mlp_hidden_mult, cfg.mlp_nonlinearity, cfg.mlp_gated, cfg.mlp_bias,
-                            cfg.dropout_rate, out_dim=num_vectors * cfg.dim)
+                            out_dim=num_vectors * cfg.dim)
         else:
             self.proj = nn.Linear(cfg.dim, num_vectors * cfg.dim, bias=False)
 

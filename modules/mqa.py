@@ -118,7 +118,7 @@ class CrossAttention(LoggingModule):
     """
 
     MODES = ("horizon", "causal", "self")
-    BLOCK = 16
+    BLOCK = 8
 
     def __init__(self, dim: int, num_q_heads: int, num_kv_heads: int, head_dim: int, theta: float,
                  memory_mode: str, use_rope: bool):
@@ -158,10 +158,13 @@ class CrossAttention(LoggingModule):
             k, v = cache.slot(self, dim=1).update(k, v)                                     # (B, S, N, Hkv, hd)
         if self.memory_mode == "causal":
             y = self._attend_all(q, k, v, pos0)
-        else:  # how far back each key column reaches: b_k of its scale (1 for 'self')
-            widths = torch.cat([torch.full((m.vectors.shape[2],), 1 if self.memory_mode == "self" else m.last)
-                                for m in memory]).to(x.device)                              # (N,)
-            y = self._attend_windows(q, k, v, widths, pos0)
+        else:  # each scale's key columns, and how far back they reach: b_k (1 for 'self')
+            groups, n = [], 0
+            for m in memory:
+                C = m.vectors.shape[2]
+                groups.append((n, C, 1 if self.memory_mode == "self" else m.last))
+                n += C
+            y = self._attend_windows(q, k, v, groups, pos0)
         return self.Wo(y.reshape(B, T, self.Hq * self.hd))                                  # (B, T, D)
 
     def _attend_all(self, q, k, v, pos0):
@@ -175,35 +178,41 @@ class CrossAttention(LoggingModule):
                                            enable_gqa=self.Hq != self.Hkv)                 # (B, Hq, T, hd)
         return y.transpose(1, 2)                                                            # (B, T, Hq, hd)
 
-    def _attend_windows(self, q, k, v, widths, pos0):
-        """'horizon' and 'self': query t sees the predictions made at t - width + 1 .. t of each key column.
+    @staticmethod
+    def _blocks(z, lo: int, pad_end: int, span: int, Qb: int):
+        """(B, S, C, Hkv, hd) -> (B, Hkv, nb, span*C, hd): block b holds the keys at indices
+        lo + b*Qb .. lo + b*Qb + span - 1 (zeros where those fall outside 0..S-1; the caller masks them)."""
+        B, _, C, Hkv, hd = z.shape
+        z = F.pad(z[:, max(lo, 0):], (0, 0, 0, 0, 0, 0, max(-lo, 0), pad_end)).unfold(1, span, Qb)
+        return z.permute(0, 3, 1, 5, 2, 4).reshape(B, Hkv, z.shape[1], span * C, hd)  # (B, Hkv, nb, span*C, hd)
 
-        Queries go in blocks of Qb; block b's keys are the span = Qb + W - 1 positions its windows cover
-        (W the widest window), so each block is one small dense attention."""
+    def _attend_windows(self, q, k, v, groups, pos0):
+        """'horizon' and 'self': query t sees the predictions made at t - width + 1 .. t of each scale.
+
+        groups: (first column, columns, width) of each scale in k and v. Queries go in blocks of Qb;
+        for each scale, block b's keys are the span = Qb + width - 1 positions its windows cover, so
+        the block's scores are one small dense matmul over the scales' spans side by side."""
         B, T, Hkv, G, hd = q.shape
-        S, N = k.shape[1], k.shape[2]
+        S = k.shape[1]
         Qb = min(self.BLOCK, T)
         nb = -(-T // Qb)                                                                    # query blocks
         Tp = nb * Qb                                                                        # T padded
-        W = int(widths.max())
-        span = Qb + W - 1
         s_start = pos0 + T - S                                       # position of the first cached prediction
-        lo = pos0 - W + 1 - s_start                                  # index of the first key any query needs
-
-        def blocks(z):                                               # (B, S, N, Hkv, hd) -> (B, Hkv, nb, span*N, hd)
-            # zeros where a window reaches before the first prediction or past the last (masked below)
-            z = F.pad(z[:, max(lo, 0):], (0, 0, 0, 0, 0, 0, max(-lo, 0), Tp - T)).unfold(1, span, Qb)
-            return z.permute(0, 3, 1, 5, 2, 4).reshape(B, Hkv, nb, span * N, hd)
-
+        i = torch.arange(Qb, device=q.device)[:, None]                                      # (Qb, 1)
+        keys, values, masks = [], [], []
+        for n, C, width in groups:
+            span = Qb + width - 1
+            lo = pos0 - width + 1 - s_start                          # index of the first key any query needs
+            keys.append(self._blocks(k[:, :, n:n + C], lo, Tp - T, span, Qb))
+            values.append(self._blocks(v[:, :, n:n + C], lo, Tp - T, span, Qb))
+            j = torch.arange(span, device=q.device)                                         # (span,)
+            s = pos0 - width + 1 + Qb * torch.arange(nb, device=q.device)[:, None, None] + j  # (nb, 1, span)
+            ok = (j >= i) & (j <= i + width - 1) & (s >= s_start)    # (nb, Qb, span): in the window, and exists
+            masks.append(ok.repeat_interleave(C, -1))                                       # (nb, Qb, span*C)
         qb = F.pad(q, (0, 0, 0, 0, 0, 0, 0, Tp - T)).view(B, nb, Qb, Hkv, G, hd)
         qb = qb.permute(0, 3, 1, 2, 4, 5).reshape(B, Hkv, nb, Qb * G, hd)                   # rows (i, g)
-        i = torch.arange(Qb, device=q.device)[:, None, None]                                # (Qb, 1, 1)
-        j = torch.arange(span, device=q.device)[:, None]                                    # (span, 1)
-        s = pos0 - W + 1 + Qb * torch.arange(nb, device=q.device)[:, None, None, None] + j   # (nb, 1, span, 1)
-        # key j of block b is at t - s = i + W - 1 - j positions before query i: in column n's window if < width
-        ok = (j <= i + W - 1) & (j >= i + W - widths) & (s >= s_start)                     # (nb, Qb, span, N)
-        mask = ok.flatten(2).repeat_interleave(G, 1)                                        # (nb, Qb*G, span*N)
-        scores = (qb / math.sqrt(hd)) @ blocks(k).transpose(-1, -2)                         # (B, Hkv, nb, Qb*G, span*N)
-        y = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ blocks(v)               # (B, Hkv, nb, Qb*G, hd)
+        mask = torch.cat(masks, -1).repeat_interleave(G, 1)                                 # (nb, Qb*G, K)
+        scores = (qb / math.sqrt(hd)) @ torch.cat(keys, 3).transpose(-1, -2)                # (B, Hkv, nb, Qb*G, K)
+        y = scores.masked_fill_(~mask, float("-inf")).softmax(-1) @ torch.cat(values, 3)   # (B, Hkv, nb, Qb*G, hd)
         y = y.view(B, Hkv, nb, Qb, G, hd).permute(0, 2, 3, 1, 4, 5).reshape(B, Tp, Hkv * G, hd)
         return y[:, :T]                                                                     # (B, T, Hq, hd)

@@ -90,7 +90,7 @@ def test_norm_rejects_unknown_type():
 @pytest.mark.parametrize("nonlinearity", config.NONLINEARITIES)
 @pytest.mark.parametrize("gated", [True, False])
 def test_mlp(nonlinearity, gated):
-    mlp = MLP(D, 4, nonlinearity, gated, bias=True, dropout_rate=0.1)
+    mlp = MLP(D, 4, nonlinearity, gated, bias=True)
     y = mlp(torch.randn(B, T, D))
     assert y.shape == (B, T, D)
     assert_grads(mlp, y)
