@@ -37,6 +37,12 @@ OPTIONS = {
     "compress": [("constant", 1), ("linear", 0.5), ("root", 2), ("log", 2), ("poly", 0.5), ("constant", 2),
                  ("linear", 1), ("poly", 1)],
     "ca_heads": [(None, None, None), (2, 1, 8), (4, 2, 6)],  # (ca_num_q_heads, ca_num_kv_heads, ca_head_dim)
+    # numeric settings: a few values each, an explicit head_dim that does not divide dim among them
+    "head_dim": [None, 6],
+    "theta": [10_000.0, 500.0],
+    "mlp_hidden_mult": [2.0, 1.5],
+    "fs_loss_lambda": [0.5, 0.0, 1.0],
+    "eps": [1e-6, 1e-5],
 }
 
 DIM, VOCAB_LEN, MAX_SEQ_LEN = 16, 29, 64
@@ -48,14 +54,15 @@ def _build(choice: dict) -> ModelConfig:
     freq, n = choice["compress"]
     return ModelConfig(
         dim=DIM, num_layers=choice["fs_periods"] + 1 + choice["extra_layers"], num_q_heads=q, num_kv_heads=kv,
-        max_seq_len=MAX_SEQ_LEN, vocab_len=VOCAB_LEN, mlp_hidden_mult=2,
+        head_dim=choice["head_dim"], theta=choice["theta"], eps=choice["eps"],
+        max_seq_len=MAX_SEQ_LEN, vocab_len=VOCAB_LEN, mlp_hidden_mult=choice["mlp_hidden_mult"],
         norm_type=choice["norm_type"], norm_affine=choice["norm_affine"],
         norm_bias=choice["norm_bias"] and choice["norm_affine"],
         mlp_nonlinearity=choice["mlp_nonlinearity"], mlp_gated=choice["mlp_gated"], mlp_bias=choice["mlp_bias"],
         scale_first_resid=choice["scale_first_resid"], second_resid_norm=choice["second_resid_norm"],
         weight_tying=choice["weight_tying"], dropout_rate=choice["dropout_rate"],
         fs_mult=choice["fs_mult"], fs_periods=choice["fs_periods"], fs_loss=choice["fs_loss"],
-        fs_loss_lambda=0.5, fs_arrangement=choice["fs_arrangement"], fs_memory=choice["fs_memory"],
+        fs_loss_lambda=choice["fs_loss_lambda"], fs_arrangement=choice["fs_arrangement"], fs_memory=choice["fs_memory"],
         fs_output_layer=choice["fs_output_layer"], fs_cross_rope=choice["fs_cross_rope"],
         fs_detach_targets=choice["fs_detach_targets"], pool_type=choice["pool_type"],
         pre_pool_norm=choice["pre_pool_norm"], pool_output_linear=choice["pool_output_linear"],
@@ -94,6 +101,7 @@ def option_values(cfg: ModelConfig) -> dict:
     """The OPTIONS values a config realises (for the coverage check)."""
     return {
         **{name: getattr(cfg, name) for name in OPTIONS if hasattr(cfg, name)},
+        "head_dim": None if cfg.head_dim * cfg.num_q_heads == cfg.dim else cfg.head_dim,
         "heads": (cfg.num_q_heads, cfg.num_kv_heads),
         "compress": (cfg.compress_freq, cfg.compress_freq_n),
         "ca_heads": ca if (ca := (cfg.ca_num_q_heads, cfg.ca_num_kv_heads, cfg.ca_head_dim))
