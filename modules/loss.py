@@ -61,13 +61,15 @@ def chunk_loss(pred, target, valid, kind: str):
 
 @torch.no_grad()
 def target_cosine(target, valid, max_vectors: int = 256):
-    """Mean pairwise cosine similarity of (up to max_vectors of) the valid targets in a batch, as a 0-d
-    tensor: near 1 means the targets collapsed to one direction. NaN with fewer than two."""
+    """Mean pairwise cosine similarity of the valid targets among the first (about) max_vectors of a batch,
+    as a 0-d tensor: near 1 means the targets collapsed to one direction. NaN with fewer than two.
+    Weighted by the mask rather than indexed with it, so its shape never depends on the data."""
     rows = max(1, -(-max_vectors // target.shape[1]))          # enough sequences for max_vectors positions
-    vecs = F.normalize(target[:rows][valid[:rows]].flatten(0, -2).float(), dim=-1)[:max_vectors]  # (n, D)
-    n = vecs.shape[0]
-    return ((vecs @ vecs.T).sum() - n) / (n * (n - 1)) if n > 1 else torch.tensor(float("nan"))
-
+    vecs = F.normalize(target[:rows].flatten(0, -2).float(), dim=-1)                    # (n, D)
+    w = valid[:rows, :, None].expand(target[:rows].shape[:-1]).flatten().float()       # (n,)
+    gram = vecs @ vecs.T                                                                # (n, n)
+    pairs = w.sum() ** 2 - (w * w).sum()
+    return ((w @ gram @ w) - (w * w * gram.diagonal()).sum()) / pairs
 
 class Loss(LoggingModule):
     """Total = NTP cross-entropy + sum_k fs_loss_lambda**k * fs_loss_k. The parts are returned too, as

@@ -391,3 +391,18 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(kw):
     logits32, _ = model(x)
     assert (logits16.float() - logits32).abs().max() < 0.05
     assert (step.float() - logits32).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("kw", [{"fs_periods": 0}, {}, {"fs_memory": "causal", "fs_loss": "bce"}])
+def test_training_forward_traces_without_graph_breaks(kw):
+    """torch.compile (the CUDA option of training) gets the whole training forward as one graph: no
+    data-dependent shapes, no .item() syncs."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    cfg = tiny(**kw)
+    model = Model(cfg)
+    x = torch.randint(0, cfg.vocab_len, (B, T))
+    y = torch.randint(0, cfg.vocab_len, (B, T + cfg.lookahead - 1))
+    explanation = torch._dynamo.explain(model)(x, y)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
