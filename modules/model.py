@@ -128,6 +128,10 @@ class Model(LoggingModule):
             cache.pos += T
         if target_token_ids is None:
             return logits, None
+        if target_token_ids.shape[0] != B or target_token_ids.shape[1] < T:
+            raise ValueError(f"target_token_ids of shape {tuple(target_token_ids.shape)} do not fit inputs of shape "
+                             f"{(B, T)}: need ({B}, >= {T}) columns, column i the token after input i "
+                             f"(and {self.cfg.lookahead - 1} look-ahead columns for every chunk to count)")
         loss, self.loss_parts = self.loss_fn(logits, preds, target_token_ids, self.embedding,
                                              to_logits=lambda v: self.logits(self.final_norm(v)))
         return logits, loss

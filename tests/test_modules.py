@@ -363,6 +363,16 @@ def test_weight_tying_shares_the_embedding():
     assert untied.num_params() == model.num_params() + untied.output.weight.numel()
 
 
+def test_targets_that_do_not_fit_are_a_clear_error():
+    model = Model(tiny())
+    with pytest.raises(ValueError, match="need \\(2, >= 12\\) columns"):
+        model(torch.zeros(B, T, dtype=torch.long), torch.zeros(B, T - 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="do not fit"):
+        model(torch.zeros(B, T, dtype=torch.long), torch.zeros(B + 1, T, dtype=torch.long))
+    _, loss = model(torch.zeros(B, T, dtype=torch.long), torch.zeros(B, T, dtype=torch.long))  # no look-ahead: fine
+    assert torch.isfinite(loss)
+
+
 def test_too_long_input_is_a_clear_error():
     model = Model(tiny(max_seq_len=16))
     with pytest.raises(ValueError, match="max_seq_len=16"):
