@@ -56,10 +56,11 @@ def split_stories(stories: list[str], val_fraction: float) -> tuple[list[str], l
 TOKENIZERS_DIR = os.path.join(REPO_DIR, "tokenizers")
 
 
-def _load_module(path: str):
-    """Import the Python file at `path` under a private name (once; later calls reuse it)."""
+def load_module(path, name: str | None = None):
+    """Import the Python file at `path` (once; later calls reuse it) under `name`, by default a private
+    name derived from the path. How the project imports anything under tokenizers/."""
     path = os.path.realpath(path)
-    name = "_ff_" + hashlib.sha1(path.encode()).hexdigest()[:12] + "_" + os.path.basename(path)[:-3]
+    name = name or "_ff_" + hashlib.sha1(path.encode()).hexdigest()[:12] + "_" + os.path.basename(path)[:-3]
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -85,8 +86,8 @@ def get_tokenizer(name: str, size: int):
         raise ValueError(f"tokenizer={name!r} is not allowed: choose a folder of {TOKENIZERS_DIR}: {known}")
     loader = os.path.join(TOKENIZERS_DIR, "load.py")
     if os.path.isfile(loader):
-        return _load_module(loader).get_tokenizer(name, size)
-    return _load_module(os.path.join(folder, "tokenizer.py")).get_tokenizer(size)
+        return load_module(loader).get_tokenizer(name, size)
+    return load_module(os.path.join(folder, "tokenizer.py")).get_tokenizer(size)
 
 
 # ---------------------------------------------------------------- tokenized data

@@ -6,7 +6,6 @@ train split of ../shared/data/tinystories_sample.txt; round trips use its held-o
 """
 
 import hashlib
-import importlib.util
 import json
 import random
 import subprocess
@@ -29,17 +28,8 @@ ALPHABET_LEN = 87  # the characters of the sample's train split
 ALL_SIZES = [ALPHABET_LEN, 128, 256, 512, 1024, 2048, 4096, 8192]
 
 
-def _import_by_path(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-load = _import_by_path("futureformer_tokenizers_load", TOKENIZERS_DIR / "load.py")
-build = _import_by_path("futureformer_tokenizers_build", TOKENIZERS_DIR / "build.py")
+load = tools.load_module(TOKENIZERS_DIR / "load.py", "futureformer_tokenizers_load")  # the names build.py uses
+build = tools.load_module(TOKENIZERS_DIR / "build.py", "futureformer_tokenizers_build")
 bpe = load.tokenizer_module("bpe_v2").bpe
 
 
