@@ -21,15 +21,15 @@ from modules.pool_ops import Pooler
 def chunk_windows(target_ids, T: int, first: int, last: int, pad_id: int):
     """Column index windows of one chunk for each of the T positions.
 
-    Returns (cols, ids): `cols` is target_ids padded on the right with pad_id so every window exists,
-    `ids` (B, T, L) the token ids of each position's chunk (a view).
+    Returns ids (B, T, L), the token ids of each position's chunk (a view), pad_id where the chunk runs
+    past the columns given.
     """
     length = last - first + 1
     need = first - 1 + T + length - 1                     # columns up to the last position's chunk end
     cols = target_ids[:, first - 1:need]                   # (B, <= T + L - 1)
     if cols.shape[1] < T + length - 1:
         cols = F.pad(cols, (0, T + length - 1 - cols.shape[1]), value=pad_id)
-    return cols, cols.unfold(1, length, 1)                 # (B, T + L - 1), (B, T, L)
+    return cols.unfold(1, length, 1)                       # (B, T, L)
 
 
 def chunk_valid(ids, eos_id: int, pad_id: int):
@@ -101,7 +101,7 @@ class Loss(LoggingModule):
                     e = self.pre_pool_norm(e)
         out = []
         for k, ((first, last), c) in enumerate(zip(self.cfg.chunk_offsets, self.cfg.chunk_vectors), start=1):
-            _, ids = chunk_windows(cols, T, first, last, self.pad_id)             # (B, T, L)
+            ids = chunk_windows(cols, T, first, last, self.pad_id)             # (B, T, L)
             valid = chunk_valid(ids, self.eos_id, self.pad_id)
             if self.cfg.fs_loss == "bce":
                 sub = ids.unflatten(-1, (c, ids.shape[-1] // c))                  # (B, T, C, W)

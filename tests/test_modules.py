@@ -248,17 +248,17 @@ def test_compression_schedule_matches_the_seed_formulas():
 def test_chunk_windows_and_masks():
     # vocab_len 29: eos 30, pad 31. targets[:, i] is the token after input i.
     targets = torch.tensor([[1, 2, 3, 4, 5, 6, 30, 8, 9, 10]])
-    cols, ids = chunk_windows(targets, T=6, first=2, last=3, pad_id=31)
+    ids = chunk_windows(targets, T=6, first=2, last=3, pad_id=31)
     # position i's chunk = columns i+1 .. i+2
     assert ids.tolist() == [[[2, 3], [3, 4], [4, 5], [5, 6], [6, 30], [30, 8]]]
     assert chunk_valid(ids, 30, 31).tolist() == [[True, True, True, True, False, False]]
     # running past the columns given: padded, and so masked
-    _, ids = chunk_windows(targets, T=10, first=4, last=7, pad_id=31)
+    ids = chunk_windows(targets, T=10, first=4, last=7, pad_id=31)
     valid = chunk_valid(ids, 30, 31)
     assert ids.shape == (1, 10, 4) and ids[0, 9].tolist() == [31] * 4
     assert valid.tolist() == [[False, False, False, False, False, False, False, False, False, False]]
     targets = torch.arange(20).unsqueeze(0)
-    _, ids = chunk_windows(targets, T=10, first=4, last=7, pad_id=31)
+    ids = chunk_windows(targets, T=10, first=4, last=7, pad_id=31)
     assert chunk_valid(ids, 30, 31)[0].tolist() == [True] * 10
     assert ids[0, 9].tolist() == [12, 13, 14, 15]
 
