@@ -418,3 +418,113 @@ def bits_per_byte(ntp_loss, bytes_per_token: float):
     Comparable across tokenizers, unlike the loss itself: ntp_loss / ln 2 / bytes_per_token.
     """
     return ntp_loss / math.log(2) / bytes_per_token
+
+
+# ---------------------------------------------------------------- devices
+
+
+def pick_device(name: str = "auto") -> str:
+    """'auto' -> the best available of cuda, mps, cpu; anything else is checked and returned."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' is not allowed: this PyTorch sees no CUDA device; use 'auto' or 'cpu'")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' is not allowed: MPS is not available here; use 'auto' or 'cpu'")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={name!r} is not allowed: choose one of ['auto', 'cpu', 'cuda', 'mps']")
+    return name
+
+
+# ---------------------------------------------------------------- trained runs
+#
+# A run folder, trained/<name>/, holds everything needed to reload, re-plot and reproduce a run:
+#     model.pth            the state dict (load with weights_only=True: plain tensors, no pickled code)
+#     model_config.json    every ModelConfig field, derived ones included
+#     train_config.json    every TrainConfig field
+#     log_data.csv         one row per evaluation, columns LOG_COLUMNS (+ one set per future chunk k)
+#     checkpoints/         periodic checkpoints (git-ignored)
+
+TRAINED_DIR = os.path.join(REPO_DIR, "trained")
+RUN_FILES = ("model.pth", "model_config.json", "train_config.json", "log_data.csv")
+
+
+def list_runs(trained_dir: str | None = None) -> list[str]:
+    """Names of the run folders in `trained_dir` (default trained/) that hold a model, sorted."""
+    root = trained_dir or TRAINED_DIR
+    if not os.path.isdir(root):
+        return []
+    return sorted(d for d in os.listdir(root)
+                  if os.path.isfile(os.path.join(root, d, "model_config.json"))
+                  and os.path.isfile(os.path.join(root, d, "model.pth")))
+
+
+def run_path(name: str, trained_dir: str | None = None) -> str:
+    """The folder of run `name` (or `name` itself when it is a path to a run folder); a missing run
+    is a FileNotFoundError that lists the runs there and the near matches."""
+    import difflib
+
+    if os.path.isfile(os.path.join(name, "model_config.json")):
+        return name
+    root = trained_dir or TRAINED_DIR
+    path = os.path.join(root, name)
+    if os.path.isfile(os.path.join(path, "model_config.json")):
+        return path
+    runs = list_runs(root)
+    near = difflib.get_close_matches(name, runs, n=3, cutoff=0.4)
+    hint = f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    raise FileNotFoundError(f"no trained model {name!r} in {root}.{hint} Runs there: {runs or 'none yet'}")
+
+
+def save_model(path: str, model, mcfg, tcfg) -> None:
+    """Write model.pth and both configs into the run folder `path` (created if needed)."""
+    from config import to_dict
+
+    os.makedirs(path, exist_ok=True)
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model saves its plain state dict
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, os.path.join(path, "model.pth"))
+    for fname, cfg in (("model_config.json", mcfg), ("train_config.json", tcfg)):
+        with open(os.path.join(path, fname), "w") as f:
+            json.dump(to_dict(cfg), f, indent=2)
+            f.write("\n")
+
+
+def load_configs(name: str, trained_dir: str | None = None):
+    """(ModelConfig, TrainConfig) of a saved run."""
+    from config import ModelConfig, TrainConfig, from_dict
+
+    path = run_path(name, trained_dir)
+    out = []
+    for fname, cls in (("model_config.json", ModelConfig), ("train_config.json", TrainConfig)):
+        with open(os.path.join(path, fname)) as f:
+            out.append(from_dict(cls, json.load(f)))
+    return tuple(out)
+
+
+def load_model(name: str, trained_dir: str | None = None, device: str = "cpu"):
+    """(model, tokenizer, model_config) of the run trained/<name>/ (or a run folder's path), in eval mode
+    on `device`. The weights load with weights_only=True: a state dict of tensors, no pickled code."""
+    from modules.model import Model
+
+    path = run_path(name, trained_dir)
+    mcfg, _ = load_configs(path)
+    model = Model(mcfg)
+    state = torch.load(os.path.join(path, "model.pth"), map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.to(pick_device(device)).eval()
+    return model, get_tokenizer(mcfg.tokenizer, mcfg.vocab_len), mcfg
+
+
+def read_log(name: str, trained_dir: str | None = None):
+    """The run's log_data.csv as a pandas DataFrame (one row per evaluation)."""
+    import pandas as pd
+
+    path = os.path.join(run_path(name, trained_dir), "log_data.csv")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: the run has no training log")
+    return pd.read_csv(path)
