@@ -227,7 +227,8 @@ class TrainConfig:
     T_mult: float = 2.0               # each annealing cycle is T_mult times longer than the one before
     seed: int = 0                     # seeds the weights and the batches
     device: str = "auto"              # auto (CUDA, then MPS, then CPU), cuda, mps or cpu
-    compile: bool = False             # torch.compile the model (CUDA only)
+    compile: bool = False             # torch.compile the model: slow to start, pays off on CUDA for long runs
+    bf16: bool = True                 # bf16 autocast on CUDA (ignored on CPU and MPS, which train in fp32)
     # --- data ---
     data_path: str | None = None      # a local text file of stories separated by <|endoftext|>; None = the hub
     val_data_path: str | None = None  # a separate validation file; None = hold stories out of data_path
@@ -274,3 +275,85 @@ def from_dict(cls, d: dict):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
     return cls(**d)
+
+
+# ---------------------------------------------------------------- overrides from the command line
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _convert(field: str, text: str, annotation):
+    """`text` as the type of a field annotated `annotation` (int, float, bool, str, or X | None)."""
+    import types
+    import typing
+
+    kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if type(None) in kinds and text.lower() in ("none", "null"):
+        return None
+    kind = next(k for k in kinds if k is not type(None))
+    if kind is bool:
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(f"{field}={text!r} is not allowed: must be a bool (true or false)")
+    if kind is int:
+        try:
+            number = float(text.replace("_", ""))
+        except ValueError:
+            number = None
+        if number is None or not number.is_integer():
+            raise ValueError(f"{field}={text!r} is not allowed: must be an integer")
+        return int(number)
+    if kind is float:
+        try:
+            return float(text.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{field}={text!r} is not allowed: must be a number") from None
+    return text
+
+
+def parse_overrides(args: list[str], *classes, extra: dict | None = None) -> tuple[list[dict], dict]:
+    """Parse `--key=value` (or `--key value`, or a bare `--flag` for a bool) against the fields of the
+    dataclasses `classes`, converting each value to its field's type.
+
+    Returns ([overrides for each class], {extra option: value}). `extra` maps the names of options
+    that are not config fields to their types (e.g. {"resume": str}). An unknown key is a ValueError
+    that names the near matches; so is a value of the wrong type. Apply the overrides with
+    `dataclasses.replace(cfg, **overrides)` or `Class(**overrides)`: the config's own checks then run.
+    """
+    import difflib
+
+    extra = extra or {}
+    owners = {}  # key -> (index of its class, annotation)
+    for i, cls in enumerate(classes):
+        for f in dataclasses.fields(cls):
+            owners.setdefault(f.name, (i, f.type))
+    for key, kind in extra.items():
+        owners.setdefault(key, (None, kind))
+    found, extras = [{} for _ in classes], {}
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ValueError(f"{arg!r} is not an option: write settings as --key=value")
+        key, eq, text = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in owners:
+            near = difflib.get_close_matches(key, list(owners), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join('--' + n for n in near)}?" if near else ""
+            names = ", ".join(c.__name__ for c in classes)
+            raise ValueError(f"unknown option --{key}{hint} (options are the fields of {names}"
+                             f"{' and ' + ', '.join(extra) if extra else ''})")
+        index, annotation = owners[key]
+        if not eq:  # --key value, or a bare --flag for a bool
+            if annotation is bool or (args and args[0].startswith("--")) or not args:
+                if annotation is not bool:
+                    raise ValueError(f"--{key} needs a value: --{key}=...")
+                text = "true"
+            else:
+                text = args.pop(0)
+        value = _convert(key, text, annotation)
+        if index is None:
+            extras[key] = value
+        else:
+            found[index][key] = value
+    return found, extras

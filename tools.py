@@ -480,18 +480,24 @@ def run_path(name: str, trained_dir: str | None = None) -> str:
     raise FileNotFoundError(f"no trained model {name!r} in {root}.{hint} Runs there: {runs or 'none yet'}")
 
 
-def save_model(path: str, model, mcfg, tcfg) -> None:
-    """Write model.pth and both configs into the run folder `path` (created if needed)."""
+def save_configs(path: str, mcfg, tcfg) -> None:
+    """Write model_config.json and train_config.json into the run folder `path` (created if needed)."""
     from config import to_dict
 
     os.makedirs(path, exist_ok=True)
-    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model saves its plain state dict
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, os.path.join(path, "model.pth"))
     for fname, cfg in (("model_config.json", mcfg), ("train_config.json", tcfg)):
         with open(os.path.join(path, fname), "w") as f:
             json.dump(to_dict(cfg), f, indent=2)
             f.write("\n")
+
+
+def save_model(path: str, model, mcfg, tcfg) -> None:
+    """Write model.pth and both configs into the run folder `path` (created if needed)."""
+    save_configs(path, mcfg, tcfg)
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model saves its plain state dict
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, os.path.join(path, "model.pth.tmp"))
+    os.replace(os.path.join(path, "model.pth.tmp"), os.path.join(path, "model.pth"))
 
 
 def load_configs(name: str, trained_dir: str | None = None):

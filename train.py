@@ -1,20 +1,405 @@
-"""Training: `train(model_cfg, train_cfg)`, importable by train.ipynb, and `python train.py --key=value`.
+"""Training: `train(model_cfg, train_cfg)` for train.ipynb, and the same from the shell:
 
-Not written yet: it is the next piece of work (the train / generate / compare issue), built on what
-exists now: the model (`modules.model.Model`, whose forward returns the loss and keeps its parts in
-`model.loss_parts`) and the data pipeline (`tools.get_data`, `tools.get_batch`, `tools.eval_batches`,
-`tools.bits_per_byte`). tests/test_learning.py shows the smallest training loop over them.
+    python train.py --data_path=../shared/data/tinystories_sample.txt --max_iters=200 --fs_periods=0
+
+Every `--key=value` is a field of `config.ModelConfig` or `config.TrainConfig` (converted to the field's
+type; an unknown key is an error naming the near matches), plus `--trained_dir=PATH` (where run folders
+go, default trained/) and `--resume=PATH` (a checkpoint to continue from).
+
+What a run does: AdamW (weight decay on matrices only) with gradient clipping and the seed's learning-rate
+schedule (`lr_at`), random windows of the training split, an evaluation every `eval_interval` steps on
+`eval_samples` fixed batches of each split, and a last evaluation over the *whole* held-out validation
+split in fixed windows (so the last row of the log is deterministic and anyone can recompute it). It
+writes trained/<model_name>/ as it goes (configs first, log_data.csv at every evaluation, checkpoints
+every `checkpoint_interval` steps, model.pth at the end) and never overwrites an existing folder.
+
+log_data.csv has one row per evaluation: step, tokens (training tokens seen), elapsed_s (wall time,
+evaluations included), tokens_per_s (training throughput, evaluations excluded), lr, grad_norm (mean
+pre-clipping norm since the last row), full_val (1 on the last row) and, for split in train and val:
+{split}_loss (the total, auxiliary terms included: never compare models on it), {split}_ntp_loss,
+{split}_bpb (bits per byte of the NTP loss), {split}_ppl (its perplexity), and per future chunk k
+{split}_fs_loss_k and {split}_fs_target_cos_k (mean cosine between targets: near 1 = collapsed).
 """
 
+import contextlib
+import csv
+import math
+import os
 import sys
+import time
+from dataclasses import dataclass, field
 
-MESSAGE = ("train.py is not written yet (it is the next issue: train, generate, compare). The model "
-           "(modules/model.py) and the data pipeline (tools.get_data / get_batch) are ready; see README.md.")
+import torch
+from tqdm.auto import tqdm
+
+import tools
+from config import ModelConfig, TrainConfig, from_dict, parse_overrides, to_dict
+from modules.model import Model
+
+# ---------------------------------------------------------------- learning rate
 
 
-def train(*args, **kwargs):
-    raise NotImplementedError(MESSAGE)
+def lr_at(step: int, tcfg: TrainConfig) -> float:
+    """The seed's schedule (DESIGN.md §8): linear warm-up from lr_init to lr_max; then num_restarts + 1
+    annealing cycles from lr_max to lr_min (cosine or linear), each T_mult times longer than the one
+    before and restarting at lr_max; then lr_min, flat, for the last final_flat_iters steps."""
+    warm, flat = tcfg.warmup_iters, tcfg.final_flat_iters
+    if step < warm:
+        return tcfg.lr_init + (tcfg.lr_max - tcfg.lr_init) * step / warm
+    t, anneal = step - warm, tcfg.max_iters - warm - flat
+    if t >= anneal:
+        return tcfg.lr_min
+    cycle_len = anneal / sum(tcfg.T_mult ** j for j in range(tcfg.num_restarts + 1))  # T_0
+    for _ in range(tcfg.num_restarts):  # find the cycle t falls in
+        if t < cycle_len:
+            break
+        t, cycle_len = t - cycle_len, cycle_len * tcfg.T_mult
+    frac = min(t / cycle_len, 1.0)
+    if tcfg.anneal_type == "cos":
+        return tcfg.lr_min + 0.5 * (tcfg.lr_max - tcfg.lr_min) * (1 + math.cos(math.pi * frac))
+    return tcfg.lr_max - (tcfg.lr_max - tcfg.lr_min) * frac
+
+
+def lr_schedule(tcfg: TrainConfig) -> list[float]:
+    """The learning rate of every step 0 .. max_iters - 1, for plotting."""
+    return [lr_at(step, tcfg) for step in range(tcfg.max_iters)]
+
+
+def plot_lr_schedule(tcfg: TrainConfig, ax=None):
+    """A plot of `lr_schedule(tcfg)`; returns the matplotlib Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(lr_schedule(tcfg))
+    ax.set(xlabel="step", ylabel="learning rate",
+           title=f"{tcfg.anneal_type} annealing, {tcfg.num_restarts} restarts, warm-up {tcfg.warmup_iters}, "
+                 f"flat {tcfg.final_flat_iters}")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+# ---------------------------------------------------------------- pieces of a run
+
+
+def default_name(mcfg: ModelConfig, num_params: int) -> str:
+    """Architecture, size in millions of parameters and start time: FutureFormer_1.34m_2026-11-28_09-30."""
+    arch = "FutureFormer" if mcfg.fs_periods else "baseline"
+    return f"{arch}_{num_params / 1e6:.2f}m_{time.strftime('%Y-%m-%d_%H-%M')}"
+
+
+def log_columns(mcfg: ModelConfig) -> list[str]:
+    cols = ["step", "tokens", "elapsed_s", "tokens_per_s", "lr", "grad_norm", "full_val"]
+    for split in tools.SPLITS:
+        cols += [f"{split}_{m}" for m in ("loss", "ntp_loss", "bpb", "ppl")]
+        for k in range(1, mcfg.fs_periods + 1):
+            cols.append(f"{split}_fs_loss_{k}")
+            if mcfg.fs_loss != "bce":
+                cols.append(f"{split}_fs_target_cos_{k}")
+    return cols
+
+
+def make_optimizer(model, tcfg: TrainConfig, device: str):
+    """AdamW; weight decay on matrices (linear weights, embedding) only, never on norms or biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tcfg.lr_init, betas=(0.9, 0.95), fused=device == "cuda" or None)
+
+
+def autocast(device: str, tcfg: TrainConfig):
+    """bf16 autocast on CUDA (when asked for); fp32 elsewhere."""
+    if device == "cuda" and tcfg.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _metrics(parts: dict, prefix: str, bytes_per_token: float) -> dict:
+    ntp = float(parts["ntp_loss"])
+    out = {f"{prefix}_loss": float(parts.get("total_loss", ntp)), f"{prefix}_ntp_loss": ntp,
+           f"{prefix}_bpb": tools.bits_per_byte(ntp, bytes_per_token),
+           f"{prefix}_ppl": math.exp(min(ntp, 80.0))}
+    out.update({f"{prefix}_{k}": float(v) for k, v in parts.items() if k.startswith("fs_")})
+    return out
+
+
+@torch.no_grad()
+def estimate(model, data, mcfg: ModelConfig, tcfg: TrainConfig, device: str) -> dict:
+    """Mean loss parts over `eval_samples` batches of each split: the same batches at every evaluation
+    (a generator seeded from the run's seed), so the curves move with the model, not with the sample."""
+    out = {}
+    for i, split in enumerate(tools.SPLITS):
+        gen = torch.Generator().manual_seed(tcfg.seed + 1_000_003 * (i + 1))
+        sums = {}
+        for _ in range(tcfg.eval_samples):
+            x, y = tools.get_batch(data, split, tcfg.batch_size, mcfg.max_seq_len, mcfg.lookahead, gen)
+            with autocast(device, tcfg):
+                model(x.to(device), y.to(device))
+            for k, v in model.loss_parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        parts = {k: v / tcfg.eval_samples for k, v in sums.items()}
+        out.update(_metrics(parts, split, data.meta[split]["bytes_per_token"]))
+    return out
+
+
+@torch.no_grad()
+def evaluate_split(model, data, split: str, mcfg: ModelConfig, batch_size: int, device: str,
+                   tcfg: TrainConfig | None = None) -> dict:
+    """Loss parts over the whole split in fixed, non-overlapping windows (tools.eval_batches): every
+    token of the split is a next-token target exactly once. Each batch's mean is weighted by its real
+    (non-pad) targets, so `ntp_loss` is the exact mean over the split; the fs parts are weighted the
+    same way. Deterministic: anyone can recompute it from the saved model."""
+    sums, count = {}, 0
+    for x, y in tools.eval_batches(data, split, batch_size, mcfg.max_seq_len, mcfg.lookahead):
+        n = int((y[:, :x.shape[1]] != data.pad_id).sum())
+        with autocast(device, tcfg) if tcfg is not None else contextlib.nullcontext():
+            model(x.to(device), y.to(device))
+        for k, v in model.loss_parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * n
+        count += n
+    return {k: v / count for k, v in sums.items()}
+
+
+def _write_log(path: str, rows: list[dict], columns: list[str]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def _reserve_folder(root: str, name: str | None, default: str) -> str:
+    """Create the run folder; never reuse one. A chosen name that exists is an error; the default name
+    gets a suffix instead."""
+    os.makedirs(root, exist_ok=True)
+    if name is not None:
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            raise FileExistsError(f"{path} already exists and runs are never overwritten: choose another "
+                                  "model_name (or move the old run away)")
+        os.makedirs(path)
+        return path
+    for i in range(1, 1000):
+        path = os.path.join(root, default if i == 1 else f"{default}_{i}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not find a free folder name for {default} in {root}")
+
+
+@dataclass
+class Run:
+    """What `train` returns: the trained model (on its device, in eval mode), its configs, the log rows
+    (one dict per evaluation, as in log_data.csv) and the run folder (None if not saved yet)."""
+
+    model: Model
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    log: list = field(default_factory=list)
+    path: str | None = None
+
+    def log_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.log, columns=log_columns(self.model_cfg))
+
+    def __repr__(self):
+        last = self.log[-1] if self.log else {}
+        val = f", val_ntp_loss={last['val_ntp_loss']:.4f}, val_bpb={last['val_bpb']:.4f}" if last else ""
+        return f"Run(path={self.path!r}, params={self.model.num_params():,}, steps={last.get('step', 0)}{val})"
+
+
+def save_run(run: Run, trained_dir: str | None = None, model_name: str | None = None) -> str:
+    """Write a run trained with save=False to trained_dir/<name>/ (never over an existing folder)."""
+    if run.path is not None:
+        raise ValueError(f"this run is already saved in {run.path}")
+    mcfg, tcfg = run.model_cfg, run.train_cfg
+    name = model_name or tcfg.model_name
+    run.path = _reserve_folder(trained_dir or tools.TRAINED_DIR, name, default_name(mcfg, run.model.num_params()))
+    tools.save_model(run.path, run.model, mcfg, tcfg)
+    _write_log(os.path.join(run.path, "log_data.csv"), run.log, log_columns(mcfg))
+    return run.path
+
+
+def _checkpoint(path: str, step: int, model, opt, gen, state: dict, mcfg, tcfg) -> str:
+    folder = os.path.join(path, "checkpoints")
+    os.makedirs(folder, exist_ok=True)
+    file = os.path.join(folder, f"step_{step:06d}.pt")
+    ckpt = {"step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "batch_rng": gen.get_state(),
+            "model_config": to_dict(mcfg), "train_config": to_dict(tcfg), **state}
+    if torch.cuda.is_available():
+        ckpt["cuda_rng"] = torch.cuda.get_rng_state_all()
+    torch.save(ckpt, file + ".tmp")
+    os.replace(file + ".tmp", file)
+    return file
+
+
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint written by train(): plain tensors, numbers and dicts, loaded with weights_only=True."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, *,
+          trained_dir: str | None = None, save: bool = True, resume: str | None = None,
+          data: tools.TokenData | None = None, progress: bool = True) -> Run:
+    """Train a model and return the Run. With `save`, trained_dir/<model_name>/ is written as the run goes
+    (default trained_dir: the repository's trained/); `resume` continues from a checkpoint file of such a
+    folder, in that folder, exactly where it stopped (configs come from the checkpoint when not given).
+    `data` skips `tools.get_data` (e.g. when a notebook already loaded it)."""
+    ckpt = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        saved_m, saved_t = from_dict(ModelConfig, ckpt["model_config"]), from_dict(TrainConfig, ckpt["train_config"])
+        for given, saved in ((model_cfg, saved_m), (train_cfg, saved_t)):
+            if given is not None and to_dict(given) != to_dict(saved):
+                diff = {k: (v, to_dict(saved)[k]) for k, v in to_dict(given).items() if to_dict(saved)[k] != v}
+                raise ValueError(f"the config given differs from the checkpoint's: {diff} (given, saved); "
+                                 "leave it out to use the checkpoint's")
+        model_cfg, train_cfg = saved_m, saved_t
+    if model_cfg is None or train_cfg is None:
+        raise ValueError("train() needs a ModelConfig and a TrainConfig (or resume=<checkpoint>)")
+    mcfg, tcfg = model_cfg, train_cfg
+    if tcfg.checkpoint_interval and not save:
+        raise ValueError(f"checkpoint_interval={tcfg.checkpoint_interval} needs save=True: checkpoints go "
+                         "into the run folder")
+    device = tools.pick_device(tcfg.device)
+    data = data if data is not None else tools.get_data(mcfg, tcfg)
+    if data.tokenizer.vocab_len != mcfg.vocab_len:
+        raise ValueError(f"the data was tokenized with vocab_len={data.tokenizer.vocab_len}, the model has "
+                         f"vocab_len={mcfg.vocab_len}")
+
+    torch.manual_seed(tcfg.seed)
+    model = Model(mcfg).to(device)
+    opt = make_optimizer(model, tcfg, device)
+    gen = torch.Generator().manual_seed(tcfg.seed)  # the training batches
+    log, start, tokens_per_step = [], 0, tcfg.batch_size * mcfg.max_seq_len
+    clock = {"elapsed_s": 0.0, "train_time_s": 0.0}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        gen.set_state(ckpt["batch_rng"])
+        if "cuda_rng" in ckpt and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        start, log = ckpt["step"], list(ckpt["log"])
+        clock = {k: ckpt[k] for k in clock}
+        path = os.path.dirname(os.path.dirname(os.path.abspath(resume)))
+    elif save:
+        path = _reserve_folder(trained_dir or tools.TRAINED_DIR, tcfg.model_name,
+                               default_name(mcfg, model.num_params()))
+        tools.save_configs(path, mcfg, tcfg)  # now, so that even a crashed run says what it was
+    else:
+        path = None
+    columns = log_columns(mcfg)
+    step_model = torch.compile(model) if tcfg.compile else model
+
+    def log_row(step, grad_norms, full):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        model.eval()
+        row = {"step": step, "tokens": step * tokens_per_step, "elapsed_s": 0.0,
+               "tokens_per_s": step * tokens_per_step / max(clock["train_time_s"], 1e-9),
+               "lr": lr_at(min(step, tcfg.max_iters - 1), tcfg),
+               "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+               "full_val": int(full)}
+        row.update(estimate(model, data, mcfg, tcfg, device))
+        if full:  # the val columns of the last row: the whole held-out split
+            parts = evaluate_split(model, data, "val", mcfg, tcfg.batch_size, device, tcfg)
+            row.update(_metrics(parts, "val", data.meta["val"]["bytes_per_token"]))
+        model.train()
+        if not math.isfinite(row["train_ntp_loss"]):
+            raise FloatingPointError(f"the training loss is {row['train_ntp_loss']} at step {step}: try a lower "
+                                     f"lr_max (now {tcfg.lr_max}) or grad_clip")
+        return row
+
+    model.train()
+    bar = tqdm(total=tcfg.max_iters, initial=start, desc=os.path.basename(path) if path else "training",
+               unit="step", dynamic_ncols=True, disable=not progress)
+    t_start = time.perf_counter() - clock["elapsed_s"]
+    grad_norms, x, y = [], None, None
+    for step in range(start, tcfg.max_iters):
+        t0 = time.perf_counter()
+        lr = lr_at(step, tcfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = tools.get_batch(data, "train", tcfg.batch_size, mcfg.max_seq_len, mcfg.lookahead, gen)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, tcfg):
+            _, loss = step_model(x, y)
+        loss_value = loss.detach()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf"))
+        opt.step()
+        grad_norms.append(norm)
+        clock["train_time_s"] += time.perf_counter() - t0
+        done = step + 1
+        if done % 10 == 0 or done == tcfg.max_iters:
+            bar.set_postfix(loss=f"{loss_value.item():.3f}", lr=f"{lr:.2e}",
+                            val=f"{log[-1]['val_ntp_loss']:.3f}" if log else "-", refresh=False)
+        bar.update(1)
+        if done % tcfg.eval_interval == 0 or done == tcfg.max_iters:
+            row = log_row(done, [float(n) for n in grad_norms], full=done == tcfg.max_iters)
+            grad_norms = []
+            clock["elapsed_s"] = row["elapsed_s"] = time.perf_counter() - t_start
+            log.append(row)
+            if path:
+                _write_log(os.path.join(path, "log_data.csv"), log, columns)
+        if path and tcfg.checkpoint_interval and done % tcfg.checkpoint_interval == 0 and done < tcfg.max_iters:
+            clock["elapsed_s"] = time.perf_counter() - t_start
+            _checkpoint(path, done, model, opt, gen, {"log": log, **clock}, mcfg, tcfg)
+    bar.close()
+    model.eval()
+    run = Run(model=model, model_cfg=mcfg, train_cfg=tcfg, log=log, path=path)
+    if path:
+        tools.save_model(path, model, mcfg, tcfg)
+        _write_log(os.path.join(path, "log_data.csv"), log, columns)
+    return run
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str]) -> int:
+    try:
+        (m_over, t_over), extra = parse_overrides(argv, ModelConfig, TrainConfig,
+                                                  extra={"trained_dir": str, "resume": str})
+        if extra.get("resume"):
+            if m_over or t_over:
+                raise ValueError("--resume continues a run with the configs of its checkpoint; drop the other "
+                                 f"settings ({sorted(m_over) + sorted(t_over)})")
+            mcfg = tcfg = None
+        else:
+            mcfg, tcfg = ModelConfig(**m_over), TrainConfig(**t_over)
+    except ValueError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
+    if mcfg is not None:
+        n = Model(mcfg).num_params()
+        print(f"training a {'FutureFormer' if mcfg.fs_periods else 'baseline'} of {n / 1e6:.3f}M parameters "
+              f"for {tcfg.max_iters} steps of {tcfg.batch_size} x {mcfg.max_seq_len} tokens on "
+              f"{tools.pick_device(tcfg.device)}")
+    try:
+        run = train(mcfg, tcfg, trained_dir=extra.get("trained_dir"), resume=extra.get("resume"))
+    except (tools.DataSourceError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
+    last = run.log[-1]
+    print(f"saved to {run.path}\nvalidation (whole held-out split): NTP loss {last['val_ntp_loss']:.4f}, "
+          f"{last['val_bpb']:.4f} bits per byte, perplexity {last['val_ppl']:.2f}; "
+          f"{last['tokens_per_s']:,.0f} training tokens/s")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(MESSAGE)
+    sys.exit(main(sys.argv[1:]))
