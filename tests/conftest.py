@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny runs really trained by train.train() on the TinyStories sample, in a temporary
+trained/ folder (never the repository's), for the tests of training, loading, generation and comparison."""
+
+import os
+
+import pytest
+
+import tools
+from config import ModelConfig, TrainConfig
+
+HAVE_SAMPLE = os.path.isfile(tools.SAMPLE_PATH)
+needs_sample = pytest.mark.skipif(not HAVE_SAMPLE, reason=f"no TinyStories sample at {tools.SAMPLE_PATH}")
+
+# Small enough to train in a couple of seconds on 2 CPU cores, real enough to learn something.
+TINY_MODEL = dict(dim=32, num_layers=4, num_q_heads=2, num_kv_heads=1, max_seq_len=64, dropout_rate=0.0,
+                  tokenizer="bpe_v2", vocab_len=1024)
+TINY_TRAIN = dict(batch_size=8, max_iters=40, eval_interval=10, eval_samples=2, lr_max=1e-2)
+
+
+def tiny_configs(cache_dir, fs_periods=2, **overrides):
+    """(ModelConfig, TrainConfig) of a tiny run on the sample; `overrides` go to whichever config has the field."""
+    m = {**TINY_MODEL, "fs_periods": fs_periods}
+    t = {**TINY_TRAIN, "data_path": tools.SAMPLE_PATH, "data_cache_dir": str(cache_dir)}
+    for key, value in overrides.items():
+        (m if key in ModelConfig.__dataclass_fields__ else t)[key] = value
+    return ModelConfig(**m), TrainConfig(**t)
+
+
+@pytest.fixture(scope="session")
+def data_cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data_cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, data_cache_dir):
+    """{"tiny_ff": Run, "tiny_base": Run}: a FutureFormer (fs_periods=2) and a baseline, trained 40 steps
+    and saved in a temporary trained/ folder, `tiny_runs["trained_dir"]`."""
+    if not HAVE_SAMPLE:
+        pytest.skip(f"no TinyStories sample at {tools.SAMPLE_PATH}")
+    from train import train
+
+    trained_dir = str(tmp_path_factory.mktemp("trained"))
+    runs = {"trained_dir": trained_dir}
+    for name, fs_periods in (("tiny_ff", 2), ("tiny_base", 0)):
+        mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=fs_periods, model_name=name)
+        runs[name] = train(mcfg, tcfg, trained_dir=trained_dir, progress=False)
+    return runs

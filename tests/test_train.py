@@ -1,0 +1,192 @@
+"""train.py: the learning-rate schedule, command-line overrides, and real tiny runs on the TinyStories
+sample (the loss falls, the run folder is written and reloads to identical logits, runs are reproducible
+and resume exactly, nothing is overwritten)."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import needs_sample, tiny_configs
+
+import tools
+from config import ModelConfig, TrainConfig, parse_overrides
+from train import Run, load_checkpoint, log_columns, lr_at, lr_schedule, save_run, train
+
+# ---------------------------------------------------------------- learning-rate schedule
+
+
+def test_lr_schedule_warmup_anneal_flat():
+    t = TrainConfig(max_iters=1000, warmup_iters=100, final_flat_iters=200, lr_init=1e-5, lr_max=1e-3, lr_min=1e-4)
+    lrs = lr_schedule(t)
+    assert len(lrs) == 1000
+    assert lrs[0] == pytest.approx(1e-5) and lrs[100] == pytest.approx(1e-3)
+    assert lrs[50] == pytest.approx((1e-5 + 1e-3) / 2)                       # linear warm-up
+    assert all(a < b for a, b in zip(lrs[:100], lrs[1:101]))
+    assert all(a >= b for a, b in zip(lrs[100:800], lrs[101:801]))            # annealing only goes down
+    assert lrs[450] == pytest.approx((1e-3 + 1e-4) / 2)                      # cosine: half-way at mid-cycle
+    assert all(lr == pytest.approx(1e-4) for lr in lrs[800:])                # the flat stretch
+
+
+def test_lr_schedule_linear_and_restarts():
+    lin = TrainConfig(max_iters=300, warmup_iters=0, final_flat_iters=0, anneal_type="lin", lr_max=1.0, lr_min=0.0)
+    assert lr_at(150, lin) == pytest.approx(0.5) and lr_at(75, lin) == pytest.approx(0.75)
+    # two restarts, T_mult 2: cycles of 100, 200, 400 steps after a warm-up of 50, each starting at lr_max
+    t = TrainConfig(max_iters=750, warmup_iters=50, final_flat_iters=0, num_restarts=2, T_mult=2.0,
+                    lr_init=0.0, lr_max=1.0, lr_min=0.0)
+    lrs = lr_schedule(t)
+    for start in (50, 150, 350):
+        assert lrs[start] == pytest.approx(1.0), start
+    for end in (149, 349, 749):
+        assert lrs[end] < 0.01, end
+    assert lrs[100] == pytest.approx(0.5) and lrs[250] == pytest.approx(0.5) and lrs[550] == pytest.approx(0.5)
+    assert max(lrs) == pytest.approx(1.0) and min(lrs) >= 0.0
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def test_overrides_convert_types_and_reject_unknown_keys():
+    (m, t), extra = parse_overrides(["--dim=64", "--fs_periods", "0", "--compile", "--lr_max=3e-4",
+                                     "--warmup_iters=None", "--max_iters=1e3", "--resume=a.pt"],
+                                    ModelConfig, TrainConfig, extra={"resume": str})
+    assert m == {"dim": 64, "fs_periods": 0}
+    assert t == {"compile": True, "lr_max": 3e-4, "warmup_iters": None, "max_iters": 1000}
+    assert extra == {"resume": "a.pt"} and isinstance(m["dim"], int)
+    with pytest.raises(ValueError, match="did you mean --max_iters"):
+        parse_overrides(["--max_iter=5"], ModelConfig, TrainConfig)
+    with pytest.raises(ValueError, match="dim='6.5' is not allowed: must be an integer"):
+        parse_overrides(["--dim=6.5"], ModelConfig, TrainConfig)
+    with pytest.raises(ValueError, match="must be a bool"):
+        parse_overrides(["--compile=perhaps"], ModelConfig, TrainConfig)
+    with pytest.raises(ValueError, match="--key=value"):
+        parse_overrides(["dim=6"], ModelConfig, TrainConfig)
+
+
+def run_cli(*args, cwd=tools.REPO_DIR):
+    return subprocess.run([sys.executable, os.path.join(tools.REPO_DIR, "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_overrides_are_clear_errors():
+    out = run_cli("--learning_rate=1e-3")
+    assert out.returncode == 2 and "unknown option --learning_rate" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = run_cli("--pool_type=avg")
+    assert out.returncode == 2 and "pool_type='avg' is not allowed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_missing_data_file_is_a_clear_error(tmp_path):
+    out = run_cli(f"--data_path={tmp_path / 'nope.txt'}", "--max_iters=2", f"--trained_dir={tmp_path}")
+    assert out.returncode == 2 and "nope.txt" in out.stderr and "not found" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------- real tiny runs
+
+
+@needs_sample
+def test_tiny_run_learns_and_writes_its_folder(tiny_runs):
+    run = tiny_runs["tiny_ff"]
+    assert isinstance(run, Run) and os.path.basename(run.path) == "tiny_ff"
+    assert sorted(os.listdir(run.path)) == sorted(tools.RUN_FILES)
+    log = tools.read_log("tiny_ff", tiny_runs["trained_dir"])
+    assert list(log.columns) == log_columns(run.model_cfg)
+    assert "val_fs_loss_2" in log.columns and "val_fs_target_cos_1" in log.columns
+    assert list(log["step"]) == [10, 20, 30, 40] and list(log["full_val"]) == [0, 0, 0, 1]
+    assert list(log["tokens"]) == [s * 8 * 64 for s in (10, 20, 30, 40)]
+    assert log["val_ntp_loss"].iloc[-1] < log["val_ntp_loss"].iloc[0] - 0.15   # it learns: from ln(1027) = 6.93
+    assert log["val_ntp_loss"].iloc[-1] < math.log(run.model_cfg.vocab_size) - 0.8  # to about 5.9 in 40 steps
+    assert (log["tokens_per_s"] > 0).all() and log["elapsed_s"].is_monotonic_increasing
+    assert log["val_bpb"].iloc[-1] == pytest.approx(
+        tools.bits_per_byte(log["val_ntp_loss"].iloc[-1], tools.get_data(run.model_cfg, run.train_cfg).meta["val"]
+                            ["bytes_per_token"]), rel=1e-4)
+    assert (log["val_ppl"] - log["val_ntp_loss"].map(math.exp)).abs().max() < 1e-2 * log["val_ppl"].max()
+    assert (log["val_loss"] > log["val_ntp_loss"]).all()  # the total includes the future-sight terms
+    base = tools.read_log("tiny_base", tiny_runs["trained_dir"])
+    assert not any("fs_" in c for c in base.columns) and (base["val_loss"] == base["val_ntp_loss"]).all()
+
+
+@needs_sample
+def test_saved_run_reloads_to_identical_logits_and_the_last_row_recomputes(tiny_runs):
+    from train import evaluate_split
+
+    run = tiny_runs["tiny_ff"]
+    model, tok, mcfg = tools.load_model("tiny_ff", tiny_runs["trained_dir"])
+    assert mcfg == run.model_cfg and tok.vocab_len == mcfg.vocab_len
+    assert tools.load_configs("tiny_ff", tiny_runs["trained_dir"])[1] == run.train_cfg
+    x = torch.tensor([tok.encode("Once upon a time, there was a dog.")])
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], run.model(x)[0])
+    data = tools.get_data(mcfg, run.train_cfg)
+    parts = evaluate_split(model, data, "val", mcfg, batch_size=5, device="cpu")  # another batching
+    assert parts["ntp_loss"] == pytest.approx(run.log[-1]["val_ntp_loss"], rel=1e-4)
+
+
+@needs_sample
+def test_missing_model_name_lists_the_near_matches(tiny_runs):
+    with pytest.raises(FileNotFoundError, match="Did you mean 'tiny_ff'"):
+        tools.load_model("tiny_f", tiny_runs["trained_dir"])
+
+
+@needs_sample
+def test_runs_are_reproducible_and_never_overwritten(tiny_runs, data_cache_dir, tmp_path):
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=2, model_name="tiny_ff")
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        train(mcfg, tcfg, trained_dir=tiny_runs["trained_dir"], progress=False)
+    again = train(mcfg, tcfg, save=False, progress=False)  # same seed, same config: the same numbers on CPU
+    timing = {"elapsed_s", "tokens_per_s"}
+    for a, b in zip(again.log, tiny_runs["tiny_ff"].log):
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    # the default name says what it is, and a second run of it gets a new folder
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=0, max_iters=2, eval_interval=2)
+    first = train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
+    second = train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
+    assert os.path.basename(first.path).startswith("baseline_0.08m_20")
+    assert second.path != first.path and os.path.isfile(os.path.join(first.path, "model.pth"))
+    # save=False writes nothing until save_run
+    unsaved = train(mcfg, tcfg, save=False, progress=False)
+    assert unsaved.path is None
+    path = save_run(unsaved, str(tmp_path), model_name="later")
+    assert sorted(os.listdir(path)) == sorted(tools.RUN_FILES)
+    with pytest.raises(ValueError, match="needs save=True"):
+        train(mcfg, TrainConfig(**{**tcfg.__dict__, "checkpoint_interval": 1}), save=False, progress=False)
+
+
+@needs_sample
+def test_resume_from_a_checkpoint_gives_the_same_run(data_cache_dir, tmp_path):
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=2, dropout_rate=0.1, max_iters=20, eval_interval=5,
+                              checkpoint_interval=10, model_name="straight")
+    straight = train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
+    ckpt = os.path.join(straight.path, "checkpoints", "step_000010.pt")
+    assert load_checkpoint(ckpt)["step"] == 10
+    # continue a copy of the run from step 10: the weights and the log match the straight run's
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    os.makedirs(resumed_dir / "checkpoints")
+    os.link(ckpt, resumed_dir / "checkpoints" / "step_000010.pt")
+    resumed = train(resume=str(resumed_dir / "checkpoints" / "step_000010.pt"), progress=False)
+    assert resumed.path == str(resumed_dir) and len(resumed.log) == len(straight.log) == 4
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.log[-1]["val_ntp_loss"] == straight.log[-1]["val_ntp_loss"]
+    assert os.path.isfile(resumed_dir / "model.pth") and os.path.isfile(resumed_dir / "log_data.csv")
+    with pytest.raises(ValueError, match="differs from the checkpoint"):
+        train(mcfg, TrainConfig(**{**tcfg.__dict__, "lr_max": 1e-3}), resume=ckpt, progress=False)
+
+
+@needs_sample
+def test_cli_trains_and_saves(tmp_path, data_cache_dir):
+    out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--data_cache_dir={data_cache_dir}",
+                  f"--trained_dir={tmp_path}", "--model_name=cli", "--dim=16", "--num_layers=2", "--fs_periods=1",
+                  "--max_seq_len=32", "--max_iters=4", "--eval_interval=2", "--batch_size=4", "--eval_samples=1")
+    assert out.returncode == 0, out.stderr
+    assert "saved to" in out.stdout and "bits per byte" in out.stdout
+    assert tools.list_runs(str(tmp_path)) == ["cli"]
+    _, tcfg = tools.load_configs("cli", str(tmp_path))
+    assert tcfg.max_iters == 4 and tcfg.data_path == "../shared/data/tinystories_sample.txt"
+    out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={tmp_path}",
+                  "--model_name=cli", "--max_iters=2")
+    assert out.returncode == 2 and "already exists" in out.stderr
