@@ -1,10 +1,13 @@
 """Every editable setting of the model and of training, as two dataclasses.
 
 Edit the defaults here, or override them without editing: `ModelConfig(dim=64)`,
-`dataclasses.replace(cfg, dim=64)`, or `python train.py --dim=64`. Every field is annotated, so
+`config.replace(cfg, dim=64)`, or `python train.py --dim=64`. Every field is annotated, so
 it is saved to `trained/<run>/*_config.json` and reloads unchanged. A field left at `None` is
 derived in `__post_init__` (the saved JSON holds the derived value). A bad value raises
 `ValueError` naming the field, the value and what is allowed.
+
+Use `config.replace` rather than `dataclasses.replace`: the latter copies derived values, so
+`dataclasses.replace(ModelConfig(), dim=64)` would keep head_dim=32 from dim=128.
 """
 
 import dataclasses
@@ -95,6 +98,7 @@ class ModelConfig:
     ca_head_dim: int | None = None
 
     def __post_init__(self):
+        _remember_derived(self)
         for name in ("dim", "num_layers", "num_q_heads", "num_kv_heads", "max_seq_len", "vocab_len"):
             _check_range(name, getattr(self, name), lo=1, kind=int)
         _check_range("theta", self.theta, lo=0, lo_open=True)
@@ -236,6 +240,7 @@ class TrainConfig:
     data_cache_dir: str = "data_cache"  # where tokenized ids are cached (git-ignored)
 
     def __post_init__(self):
+        _remember_derived(self)
         for name in ("batch_size", "max_iters", "eval_interval", "eval_samples"):
             _check_range(name, getattr(self, name), lo=1, kind=int)
         if self.checkpoint_interval is not None:
@@ -261,6 +266,20 @@ class TrainConfig:
             raise _bad("warmup_iters", self.warmup_iters,
                        f"warmup_iters + final_flat_iters ({self.final_flat_iters}) must not exceed "
                        f"max_iters={self.max_iters}")
+
+
+def _remember_derived(cfg) -> None:
+    """Note which fields were left to be derived (None), so `replace` derives them again."""
+    object.__setattr__(cfg, "_derived", {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) is None})
+
+
+def replace(cfg, **changes):
+    """A copy of `cfg` with `changes`, in which fields that were derived (left at None) are derived again
+    from the new values, unless `changes` sets them. (`dataclasses.replace` would copy the old derived
+    values: replacing dim would keep the old head_dim.)"""
+    derived = getattr(cfg, "_derived", set())
+    values = {f.name: None if f.name in derived else getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return type(cfg)(**{**values, **changes})
 
 
 def to_dict(cfg) -> dict:

@@ -128,3 +128,16 @@ def test_train_config_errors(kw, field, allowed):
     with pytest.raises(ValueError) as err:
         TrainConfig(**kw)
     assert str(err.value).startswith(f"{field}=") and allowed in str(err.value), str(err.value)
+
+
+def test_replace_derives_again_what_was_derived():
+    from config import replace
+
+    m = replace(ModelConfig(), dim=64)
+    assert m.head_dim == 16 and m.ca_head_dim == 16  # dataclasses.replace would keep 32 from dim=128
+    assert replace(ModelConfig(head_dim=8), dim=64).head_dim == 8  # a value that was set stays set
+    t = replace(TrainConfig(), max_iters=100)
+    assert (t.warmup_iters, t.final_flat_iters) == (5, 10)
+    assert replace(t, max_iters=100) == t
+    with pytest.raises(ValueError, match="dim=0"):
+        replace(ModelConfig(), dim=0)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+import tools
 from tools import REPO_DIR
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO_DIR, "**", "*.ipynb"), recursive=True))
@@ -32,3 +33,21 @@ def test_testing_modules_notebook_runs(tmp_path):
         assert ("CrossAttention.forward" in text) == (fs_periods > 0)
         assert "cached == full: True" in text
         assert "cached last-position logits == full forward: True" in text
+
+
+TINY_NOTEBOOK_RUN = {"dim": 16, "num_layers": 3, "num_q_heads": 2, "max_seq_len": 32, "fs_periods": 1}
+
+
+@pytest.mark.skipif(not os.path.isfile(tools.SAMPLE_PATH), reason=f"no TinyStories sample at {tools.SAMPLE_PATH}")
+def test_train_notebook_trains_and_saves(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / "train.out.ipynb"
+    papermill.execute_notebook(
+        os.path.join(REPO_DIR, "train.ipynb"), str(out), cwd=REPO_DIR, progress_bar=False, kernel_name="python3",
+        parameters={"data_path": tools.SAMPLE_PATH, "trained_dir": str(tmp_path / "trained"),
+                    "model_overrides": TINY_NOTEBOOK_RUN,
+                    "train_overrides": {"max_iters": 6, "eval_interval": 3, "batch_size": 4, "eval_samples": 1,
+                                        "data_cache_dir": str(tmp_path / "cache"), "model_name": "nb"}})
+    text = out.read_text()
+    assert "val_ntp_loss" in text and "Once upon a time" in text
+    assert tools.list_runs(str(tmp_path / "trained")) == ["nb"]
