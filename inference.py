@@ -143,6 +143,8 @@ class Decoder:
         if self.cache is None or start != self.start:
             self.cache, self.start = self.model.new_cache(), start
         new = ids[start + self.cache.pos:]                  # the visible tokens the cache does not hold yet
+        if not new:
+            raise ValueError("Decoder.logits: ids must grow between calls (the cache already holds them all)")
         logits, _ = self.model(torch.tensor([new], device=self.device), cache=self.cache)  # (1, t, V)
         return logits[0, -1]
 
@@ -321,6 +323,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         check_sampling(args.temperature, args.top_k, args.top_p, args.min_p, args.max_len)
+        if args.top < 1:
+            raise ValueError(f"top={args.top} is not allowed: must be an int >= 1")
         model, tokenizer, cfg = tools.load_model(args.name, args.trained_dir, args.device)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,12 +1,14 @@
 """Generation speed: greedy decoding with the KV cache vs a full forward pass per token, measured in one run.
 
-    python benchmarks/generate_speed.py [--tokens=200] [--repeats=3] [--key=value ...]
+    python benchmarks/generate_speed.py [--tokens=200] [--repeats=3] [--threads=N] [--key=value ...]
 
 The default ModelConfig (any --key=value overrides it) with random weights, and a baseline with
 fs_periods=0. Each generates `tokens` tokens greedily from an empty prompt, eos masked so that no run
 stops early (generate_ids(..., stop_at_eos=False)). Cached and uncached runs alternate, so that both
 see the same machine load; the fastest run of each gives tokens per second and the speed-up (goal:
 cached >= 3x). The cached and uncached texts must be identical, and the benchmark says whether they are.
+--threads sets torch's thread count (default: torch's own): one token at a time is a chain of tiny
+operations, and on a busy 2-core machine two threads can stall each other.
 """
 
 import dataclasses
@@ -24,7 +26,7 @@ from modules.model import Model  # noqa: E402
 
 
 def parse(argv):
-    opts = {"tokens": 200, "repeats": 3}
+    opts = {"tokens": 200, "repeats": 3, "threads": 0}
     overrides = {}
     fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
     for arg in argv:
@@ -49,6 +51,8 @@ def run(model, tokenizer, n: int, use_kv_cache: bool):
 
 def main(argv):
     opts, overrides = parse(argv)
+    if opts["threads"]:
+        torch.set_num_threads(opts["threads"])
     ff_cfg = ModelConfig(**overrides)
     configs = {"FutureFormer": ff_cfg, "baseline": dataclasses.replace(ff_cfg, fs_periods=0)}
     tokenizer = tools.get_tokenizer(ff_cfg.tokenizer, ff_cfg.vocab_len)
