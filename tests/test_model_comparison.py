@@ -1,0 +1,220 @@
+"""model_comparison.py: loss curves, teacher-forced evaluation, the summary table, the per-position printout,
+the command line and the notebook, on the two tiny runs that train.train() writes for the whole suite
+(conftest.tiny_runs: a baseline and a FutureFormer, 40 steps on the TinyStories sample)."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import model_comparison as mc
+import tools
+from config import ModelConfig, TrainConfig
+from modules.model import Model
+
+pytestmark = pytest.mark.skipif(not os.path.exists(tools.SAMPLE_PATH),
+                                reason=f"no TinyStories sample at {tools.SAMPLE_PATH}")
+
+NAMES = ["tiny_base", "tiny_ff"]  # conftest.tiny_runs: a baseline and a FutureFormer (fs_periods=2)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_runs):
+    """(trained_dir, names) of the two tiny runs that train.train() wrote."""
+    return tiny_runs["trained_dir"], list(NAMES)
+
+
+def png_ok(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- plots
+
+
+def test_plot_curves_writes_png_with_a_line_per_run(runs, tmp_path):
+    root, names = runs
+    png = tmp_path / "curves.png"
+    fig = mc.plot_curves(names, trained_dir=root, path=str(png))
+    assert png_ok(png)
+    assert len(fig.axes) == 2
+    rows = len(tools.read_log(names[0], root))
+    assert rows >= 3
+    for ax in fig.axes:
+        labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+        assert labels == names
+        solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+        assert len(solid) == 2 and all(len(line.get_xdata()) == rows for line in solid)
+        dots = [line for line in ax.get_lines() if line.get_marker() == "o"]  # the full-validation rows
+        assert len(dots) == 2 and all(len(line.get_xdata()) == 1 for line in dots)
+    mc.plt.close(fig)
+
+    fig = mc.plot_curves(names, metrics=("ntp_loss",), splits=("train", "val"), x="step", log_x=True, trim=2,
+                         trained_dir=root)
+    styles = sorted(line.get_linestyle() for line in fig.axes[0].get_lines() if line.get_linestyle() != "None")
+    assert styles == ["-", "-", "--", "--"]  # val solid, train dashed, for both runs
+    assert all(len(line.get_xdata()) == rows - 2 for line in fig.axes[0].get_lines()
+               if line.get_linestyle() != "None")  # two rows trimmed
+    mc.plt.close(fig)
+
+    fig = mc.plot_curves(names, metrics="val_fs_loss_2", trained_dir=root)  # the baseline has no such column
+    assert [line.get_label() for line in fig.axes[0].get_lines() if line.get_linestyle() == "-"] == ["tiny_ff"]
+    mc.plt.close(fig)
+    with pytest.raises(ValueError, match="x='time'"):
+        mc.plot_curves(names, x="time", trained_dir=root)
+    with pytest.raises(ValueError, match="no column 'val_nope'"):
+        mc.plot_curves(names, metrics=("val_nope",), trained_dir=root)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def test_evaluate_same_windows_deterministic_and_consistent(runs):
+    root, names = runs
+    ev = mc.evaluate(names, num_sequences=24, batch_size=10, trained_dir=root)
+    assert list(ev.index) == names
+    assert ev["windows"].nunique() == 1 and (ev["sequences"] == 24).all()
+    assert ((ev["top1_acc"] >= 0) & (ev["top1_acc"] <= 1) & (ev["top5_acc"] <= 1)).all()
+    assert (ev["top5_acc"] >= ev["top1_acc"]).all() and (ev["top1_acc"] > 0).all()
+    mcfg, tcfg = tools.load_configs(names[0], root)
+    bpt = tools.get_data(mcfg, tcfg).meta["val"]["bytes_per_token"]
+    assert np.allclose(ev["bpb"], [tools.bits_per_byte(v, bpt) for v in ev["ntp_loss"]])
+    assert np.allclose(ev["ppl"], np.exp(ev["ntp_loss"]))
+    assert ev.loc["tiny_base", ["fs_cos_1", "fs_cos_2"]].isna().all()
+    ff = ev.loc["tiny_ff"]
+    for k in (1, 2):  # fs_loss='cosine' is 1 - cos, so the direct cosine and the model's loss agree
+        assert -1 <= ff[f"fs_cos_{k}"] <= 1
+        assert ff[f"fs_cos_{k}"] == pytest.approx(1 - ff[f"fs_loss_{k}"], abs=1e-5)
+    again = mc.evaluate(names, num_sequences=24, batch_size=7, trained_dir=root)  # other batching, same numbers
+    pd.testing.assert_frame_equal(ev, again, check_exact=False, rtol=1e-5)
+
+
+def test_evaluate_whole_split_matches_the_full_validation_log_row(runs):
+    root, names = runs
+    ev = mc.evaluate(names, num_sequences=None, batch_size=64, trained_dir=root)
+    for name in names:
+        log = tools.read_log(name, root)
+        assert ev.loc[name, "ntp_loss"] == pytest.approx(log["val_ntp_loss"].iloc[-1], rel=1e-5)
+        data = tools.get_data(*tools.load_configs(name, root))
+        assert ev.loc[name, "targets"] == len(data.val) - 1  # every id but the first is a target once
+
+
+def test_trained_beats_untrained_and_object_models_need_data(runs):
+    root, names = runs
+    mcfg, tcfg = tools.load_configs("tiny_ff", root)
+    data = tools.get_data(mcfg, tcfg)
+    ev = mc.evaluate({"untrained": Model(mcfg), "trained": "tiny_ff"}, num_sequences=16, data=data,
+                     trained_dir=root)
+    assert ev.loc["trained", "ntp_loss"] < ev.loc["untrained", "ntp_loss"] - 0.5
+    assert ev.loc["trained", "top5_acc"] > ev.loc["untrained", "top5_acc"]
+    with pytest.raises(ValueError, match="needs data="):
+        mc.evaluate([Model(mcfg)], num_sequences=4)
+
+
+def test_evaluate_bce_future_sight(data_cache_dir):
+    mcfg = ModelConfig(dim=32, num_layers=3, num_q_heads=2, max_seq_len=32, fs_periods=2, fs_loss="bce",
+                       dropout_rate=0.0, vocab_len=1024)
+    data = tools.get_data(mcfg, TrainConfig(data_path=tools.SAMPLE_PATH, data_cache_dir=str(data_cache_dir)))
+    ev = mc.evaluate([Model(mcfg)], num_sequences=8, data=data)
+    assert ev[["fs_cos_1", "fs_cos_2", "fs_loss_1", "fs_loss_2"]].notna().all(axis=None)
+
+
+# ---------------------------------------------------------------- the table
+
+
+def test_summary_table(runs):
+    root, names = runs
+    table = mc.summary_table(names, trained_dir=root, num_sequences=16)
+    assert list(table.index) == names
+    for col in ("fs_periods", "params", "steps", "tokens", "wall_s", "tokens_per_s", "val_ntp_loss", "val_bpb",
+                "val_from", "eval_ntp_loss", "eval_bpb", "top1_acc", "top5_acc", "fs_cos_1", "fs_cos_2"):
+        assert col in table.columns, col
+    for name in names:
+        model, _, _ = tools.load_model(name, root)
+        log = tools.read_log(name, root)
+        row = table.loc[name]
+        assert row["params"] == model.num_params()
+        assert row["tokens"] == log["tokens"].iloc[-1] and row["steps"] == log["step"].iloc[-1] > 0
+        assert row["wall_s"] == pytest.approx(log["elapsed_s"].iloc[-1])
+        assert row["val_from"] == "full" and row["val_ntp_loss"] == pytest.approx(log["val_ntp_loss"].iloc[-1])
+        assert 0 <= row["top1_acc"] <= row["top5_acc"] <= 1
+        assert row["eval_bpb"] == pytest.approx(row["eval_ntp_loss"] / row["val_ntp_loss"] * row["val_bpb"])
+    assert table.loc["tiny_base", "params"] < table.loc["tiny_ff", "params"]
+    text = mc.format_table(table)
+    assert "tiny_ff" in text and "eval_bpb" in text and "nan" not in text.lower()
+    no_eval = mc.summary_table(names, trained_dir=root, num_sequences=0)
+    assert "top1_acc" not in no_eval.columns and no_eval["params"].tolist() == table["params"].tolist()
+
+
+# ---------------------------------------------------------------- per-position printout
+
+
+def test_show_predictions(runs):
+    root, _ = runs
+    out = io.StringIO()
+    text = "Once upon a time, there was a little girl named Lily."
+    rows = mc.show_predictions("tiny_ff", text=text, topk=5, trained_dir=root, file=out)
+    printed = out.getvalue().splitlines()
+    tok = tools.get_tokenizer("bpe_v2", 1024)
+    n = len(tok.encode(text, bos=True)) - 1
+    assert len(rows) == n and len(printed) == n + 3
+    assert "'Once'" in printed[2] and "<bos>" in printed[2]
+    for r in rows.itertuples():
+        pieces = [p for p, _ in r.predictions]
+        assert len(pieces) == 5 and (r.rank > 0) == (r.target in pieces)
+        assert r.rank == 0 or pieces[r.rank - 1] == r.target
+        assert all(a[1] >= b[1] for a, b in zip(r.predictions, r.predictions[1:]))
+    assert (rows["rank"] > 0).any() and sum("*" in line for line in printed[2:-1]) == (rows["rank"] > 0).sum()
+    assert printed[-1].startswith("top-1 ")
+
+    out = io.StringIO()
+    rows = mc.show_predictions("tiny_base", trained_dir=root, max_positions=5, index=3, file=out)
+    T = tools.load_configs("tiny_base", root)[0].max_seq_len
+    assert len(rows) == T and "validation window 3" in out.getvalue() and f"{T - 5} more positions" in out.getvalue()
+
+
+# ---------------------------------------------------------------- command line and notebook
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "model_comparison.py", *args], cwd=tools.REPO_DIR, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_prints_table_and_writes_png(runs, tmp_path):
+    root, names = runs
+    png = tmp_path / "cmp.png"
+    r = run_cli(*names, f"--trained_dir={root}", f"--out={png}", "--num_sequences=8", "--x=step", "--splits=train,val")
+    assert r.returncode == 0, r.stderr
+    assert png_ok(png) and str(png) in r.stdout
+    assert all(name in r.stdout for name in names) and "top5_acc" in r.stdout and "eval_bpb" in r.stdout
+
+
+def test_cli_missing_name_and_no_runs(runs, tmp_path, capsys):
+    root, _ = runs
+    r = run_cli("tiny_fff", f"--trained_dir={root}")
+    assert r.returncode == 2
+    assert "no trained model 'tiny_fff'" in r.stderr and "Did you mean 'tiny_ff'" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert mc.main([f"--trained_dir={tmp_path}"]) == 2
+    assert "no trained runs" in capsys.readouterr().err
+
+
+def test_notebook_runs(runs, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    root, names = runs
+    nb = os.path.join(tools.REPO_DIR, "model_comparison.ipynb")
+    with open(nb, encoding="utf-8") as f:
+        cells = json.load(f)["cells"]
+    assert "parameters" in cells[1]["metadata"].get("tags", []) and "names =" in "".join(cells[2]["source"])
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(nb, str(out), cwd=tools.REPO_DIR, kernel_name="python3", progress_bar=False,
+                               parameters={"trained_dir": root, "num_sequences": 8, "show_positions": 4})
+    text = out.read_text()
+    assert "top5_acc" in text and "image/png" in text and "true next" in text
+    assert all(name in text for name in names)
