@@ -267,6 +267,9 @@ def _entries(models, trained_dir, data, device):
         (m if isinstance(m, str) else f"model_{i}", m) for i, m in enumerate(models)]
     if not items:
         raise ValueError("no models to evaluate")
+    labels = [label for label, _ in items]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"models {labels} are named more than once: give each a label, e.g. a dict label -> model")
     out = []
     for label, m in items:
         d = data
@@ -318,7 +321,7 @@ def evaluate(models, num_sequences: int | None = DEFAULT_NUM_SEQUENCES, seq_len:
         loss = r.pop("ntp_loss")
         rows[label] = {"sequences": len(inputs), "targets": int((targets[:, :seq_len] != d.pad_id).sum()),
                        "ntp_loss": loss, "bpb": tools.bits_per_byte(loss, d.meta[split]["bytes_per_token"]),
-                       "ppl": math.exp(loss), **r}
+                       "ppl": math.exp(loss) if loss < 700 else math.inf, **r}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["windows"] = [_fingerprint(windows[d.path or id(d)][0]) for _, _, d in entries]
     table.index.name = "model"
@@ -343,8 +346,7 @@ def _log_summary(name: str, trained_dir) -> dict:
     return {"steps": int(last["step"]) if "step" in log.columns else np.nan,
             "tokens": int(last["tokens"]) if "tokens" in log.columns else np.nan,
             "wall_s": get(last, "elapsed_s"),
-            # the median row, so a slow first step (compilation, warm-up) does not drag it down
-            "tokens_per_s": float(log["tokens_per_s"].median()) if "tokens_per_s" in log.columns else np.nan,
+            "tokens_per_s": get(last, "tokens_per_s"),  # train.py logs the throughput so far: the last is the run's
             "val_ntp_loss": get(final, "val_ntp_loss"), "val_bpb": get(final, "val_bpb"),
             "val_from": "full" if len(full) else "last"}
 
@@ -354,7 +356,7 @@ def summary_table(names=None, trained_dir: str | None = None, num_sequences: int
     """One row per run: what it is, what training cost, and how well it predicts the next token.
 
     fs_periods (0 = baseline), params (model.num_params()), steps, tokens (training tokens seen), wall_s,
-    tokens_per_s (median training throughput over the log) — from the configs and log_data.csv;
+    tokens_per_s (training throughput, the log's last row) — from the configs and log_data.csv;
     val_ntp_loss, val_bpb: the log's final full-validation row (val_from = "full"), or its last row ("last");
     then `evaluate`'s teacher-forced eval_ntp_loss, eval_bpb, top{k}_acc, fs_cos_k over num_sequences fixed
     validation windows (num_sequences=0 skips it). Compare on the NTP loss and bits per byte columns.
@@ -432,7 +434,11 @@ def show_predictions(model, tokenizer=None, text: str | None = None, topk: int =
     elif data is None:
         raise ValueError("no text and no data: pass text=... or data=tools.get_data(model_cfg, train_cfg)")
     else:
-        x, y = next(itertools.islice(tools.eval_batches(data, "val", 1, T), index, None))
+        window = next(itertools.islice(tools.eval_batches(data, "val", 1, T), index, None), None)
+        if window is None:
+            raise ValueError(f"index={index} is not allowed: the validation split has "
+                             f"{len(range(0, len(data.val) - 1, T))} windows of {T} tokens")
+        x, y = window
         ids = torch.cat([x[0, :1], y[0]])
         ids = ids[:int((ids != data.pad_id).sum())]  # the last window of the split is padded
         source = f"validation window {index}"

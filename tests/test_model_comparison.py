@@ -114,6 +114,8 @@ def test_trained_beats_untrained_and_object_models_need_data(runs):
     assert ev.loc["trained", "top5_acc"] > ev.loc["untrained", "top5_acc"]
     with pytest.raises(ValueError, match="needs data="):
         mc.evaluate([Model(mcfg)], num_sequences=4)
+    with pytest.raises(ValueError, match="more than once"):
+        mc.evaluate(["tiny_ff", "tiny_ff"], num_sequences=4, trained_dir=root)
 
 
 def test_evaluate_bce_future_sight(data_cache_dir):
@@ -141,6 +143,7 @@ def test_summary_table(runs):
         assert row["params"] == model.num_params()
         assert row["tokens"] == log["tokens"].iloc[-1] and row["steps"] == log["step"].iloc[-1] > 0
         assert row["wall_s"] == pytest.approx(log["elapsed_s"].iloc[-1])
+        assert row["tokens_per_s"] == pytest.approx(log["tokens_per_s"].iloc[-1])
         assert row["val_from"] == "full" and row["val_ntp_loss"] == pytest.approx(log["val_ntp_loss"].iloc[-1])
         assert 0 <= row["top1_acc"] <= row["top5_acc"] <= 1
         assert row["eval_bpb"] == pytest.approx(row["eval_ntp_loss"] / row["val_ntp_loss"] * row["val_bpb"])
@@ -176,6 +179,8 @@ def test_show_predictions(runs):
     rows = mc.show_predictions("tiny_base", trained_dir=root, max_positions=5, index=3, file=out)
     T = tools.load_configs("tiny_base", root)[0].max_seq_len
     assert len(rows) == T and "validation window 3" in out.getvalue() and f"{T - 5} more positions" in out.getvalue()
+    with pytest.raises(ValueError, match="index=100000 is not allowed"):
+        mc.show_predictions("tiny_base", trained_dir=root, index=100_000, file=out)
 
 
 # ---------------------------------------------------------------- command line and notebook
