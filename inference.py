@@ -333,7 +333,9 @@ def main(argv=None) -> int:
     for i, prompt in enumerate(args.prompts or [""]):
         if i:
             print()
-        ids = encode_prompt(prompt, tokenizer)
+        with warnings.catch_warnings():  # a one-line warning, without the source line
+            warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
+            ids = encode_prompt(prompt, tokenizer)
         on_step, steps = plan_recorder(tokenizer, args.top) if args.show_future else (None, None)
         out = generate_ids(ids, model, tokenizer, args.max_len, args.temperature, args.top_k, args.top_p,
                            args.min_p, not args.no_cache, generator, on_step=on_step)

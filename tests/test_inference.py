@@ -331,8 +331,10 @@ def test_cli_in_process(trained_dir, capsys):
                            "--show_future", "--no_cache"]) == 0
     out = capsys.readouterr().out
     assert "no plan to show" in out
-    assert inference.main(["tiny", "A", "--trained_dir", trained_dir, "B", "--max_len=2", "--seed=0"]) == 0
-    assert len(capsys.readouterr().out.strip().split("\n\n")) == 2     # two prompts, two texts
+    assert inference.main(["tiny", "A☃", "--trained_dir", trained_dir, "B", "--max_len=2", "--seed=0"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().split("\n\n")) == 2                       # two prompts, two texts
+    assert err.startswith("warning: the prompt's characters '☃'")
     assert inference.main(["tiny", "--trained_dir", trained_dir, "--temperature=-1"]) == 2
     assert "temperature=-1.0 is not allowed" in capsys.readouterr().err
 
