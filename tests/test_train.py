@@ -12,7 +12,7 @@ import torch
 from conftest import needs_sample, tiny_configs
 
 import tools
-from config import ModelConfig, TrainConfig, parse_overrides
+from config import ModelConfig, TrainConfig, parse_overrides, replace
 from train import Run, load_checkpoint, log_columns, lr_at, lr_schedule, save_run, train
 
 # ---------------------------------------------------------------- learning-rate schedule
@@ -152,7 +152,7 @@ def test_runs_are_reproducible_and_never_overwritten(tiny_runs, data_cache_dir, 
     path = save_run(unsaved, str(tmp_path), model_name="later")
     assert sorted(os.listdir(path)) == sorted(tools.RUN_FILES)
     with pytest.raises(ValueError, match="needs save=True"):
-        train(mcfg, TrainConfig(**{**tcfg.__dict__, "checkpoint_interval": 1}), save=False, progress=False)
+        train(mcfg, replace(tcfg, checkpoint_interval=1), save=False, progress=False)
 
 
 @needs_sample
@@ -174,7 +174,7 @@ def test_resume_from_a_checkpoint_gives_the_same_run(data_cache_dir, tmp_path):
     assert resumed.log[-1]["val_ntp_loss"] == straight.log[-1]["val_ntp_loss"]
     assert os.path.isfile(resumed_dir / "model.pth") and os.path.isfile(resumed_dir / "log_data.csv")
     with pytest.raises(ValueError, match="differs from the checkpoint"):
-        train(mcfg, TrainConfig(**{**tcfg.__dict__, "lr_max": 1e-3}), resume=ckpt, progress=False)
+        train(mcfg, replace(tcfg, lr_max=1e-3), resume=ckpt, progress=False)
 
 
 @needs_sample
