@@ -22,15 +22,39 @@ from torch import nn
 from modules.logging import LoggingModule, log_io
 
 
-def rope(x, pos, theta: float):
+def rope_tables(pos, half: int, theta: float):
+    """cos and sin of the rotation angles pos * theta^(-i/half), i < half: (..., half) each."""
+    freqs = theta ** (-torch.arange(half, device=pos.device, dtype=torch.float32) / half)  # (hd/2,)
+    angles = pos.to(torch.float32).unsqueeze(-1) * freqs                                 # (..., hd/2)
+    return angles.cos(), angles.sin()
+
+
+_TABLES: dict = {}
+
+
+def rope_range_tables(pos0: int, T: int, half: int, theta: float, device):
+    """rope_tables of positions pos0 .. pos0 + T - 1, (T, half) each, kept for reuse: every self-attention
+    layer of a forward pass rotates the same positions (and training always the same 0 .. T - 1), so
+    they are computed once rather than twice per layer. Made outside inference mode, so that tables made
+    while generating can later be saved for backward by training."""
+    key = (pos0, T, half, float(theta), str(device))
+    tables = _TABLES.get(key)
+    if tables is None:
+        if len(_TABLES) > 256:  # decoding visits one position after another: keep the memory bounded
+            _TABLES.clear()
+        with torch.inference_mode(False), torch.no_grad():
+            tables = _TABLES[key] = rope_tables(torch.arange(pos0, pos0 + T, device=device), half, theta)
+    return tables
+
+
+def rope(x, pos=None, theta: float = 10_000.0, tables=None):
     """Rotate pairs (x[i], x[i + hd/2]) of the last dim by angle pos * theta^(-2i/hd).
 
-    x: (..., hd); pos: integer positions broadcastable to x.shape[:-1]. https://arxiv.org/abs/2104.09864
+    x: (..., hd); pos: integer positions broadcastable to x.shape[:-1], or instead `tables`, the
+    (cos, sin) of rope_tables, broadcastable to (..., hd/2). https://arxiv.org/abs/2104.09864
     """
     half = x.shape[-1] // 2
-    freqs = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (hd/2,)
-    angles = pos.to(torch.float32).unsqueeze(-1) * freqs                                 # (..., hd/2)
-    cos, sin = angles.cos(), angles.sin()
+    cos, sin = tables if tables is not None else rope_tables(pos, half, theta)
     x1, x2 = x.float().split(half, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
@@ -70,18 +94,17 @@ class SelfAttention(LoggingModule):
     def __init__(self, dim: int, num_q_heads: int, num_kv_heads: int, head_dim: int, theta: float):
         super().__init__()
         self.Hq, self.Hkv, self.hd, self.theta = num_q_heads, num_kv_heads, head_dim, theta
-        self.Wq = nn.Linear(dim, num_q_heads * head_dim, bias=False)
-        self.Wkv = nn.Linear(dim, 2 * num_kv_heads * head_dim, bias=False)  # keys and values in one matmul
+        self.Wqkv = nn.Linear(dim, (num_q_heads + 2 * num_kv_heads) * head_dim, bias=False)  # q, k, v: one matmul
         self.Wo = nn.Linear(num_q_heads * head_dim, dim, bias=False)
 
     @log_io
     def forward(self, x, pos0: int = 0, cache: Cache | None = None):
         """x: (B, T, D) at positions pos0 .. pos0 + T - 1; with a cache, earlier positions are in it."""
         B, T, _ = x.shape
-        pos = torch.arange(pos0, pos0 + T, device=x.device)
-        q = rope(self.Wq(x).view(B, T, self.Hq, self.hd).transpose(1, 2), pos, self.theta)  # (B, Hq, T, hd)
-        k, v = self.Wkv(x).view(B, T, 2, self.Hkv, self.hd).permute(2, 0, 3, 1, 4)           # (B, Hkv, T, hd)
-        k = rope(k, pos, self.theta)
+        qkv = self.Wqkv(x).view(B, T, self.Hq + 2 * self.Hkv, self.hd).transpose(1, 2)    # (B, Hq + 2Hkv, T, hd)
+        tables = rope_range_tables(pos0, T, self.hd // 2, self.theta, x.device)               # (T, hd/2) x 2
+        qk = rope(qkv[:, :self.Hq + self.Hkv], tables=tables)      # queries and keys rotated together
+        q, k, v = qk[:, :self.Hq], qk[:, self.Hq:], qkv[:, self.Hq + self.Hkv:]             # (B, H.., T, hd)
         if cache is not None:
             k, v = cache.slot(self, dim=2).update(k, v)                                        # (B, Hkv, S, hd)
         S = k.shape[2]
@@ -152,7 +175,8 @@ class CrossAttention(LoggingModule):
         B, T, _ = x.shape
         q = self.Wq(x).view(B, T, self.Hkv, self.Hq // self.Hkv, self.hd)                   # (B, T, Hkv, G, hd)
         if self.use_rope:
-            q = rope(q, torch.arange(pos0, pos0 + T, device=x.device)[:, None, None], self.theta)
+            cos, sin = rope_range_tables(pos0, T, self.hd // 2, self.theta, x.device)
+            q = rope(q, tables=(cos[:, None, None], sin[:, None, None]))                   # (B, T, Hkv, G, hd)
         k, v = self._project_memory(memory, pos0)
         if cache is not None:
             k, v = cache.slot(self, dim=1).update(k, v)                                     # (B, S, N, Hkv, hd)
@@ -179,6 +203,18 @@ class CrossAttention(LoggingModule):
         return y.transpose(1, 2)                                                            # (B, T, Hq, hd)
 
     @staticmethod
+    def _attend_last(q, k, v, groups):
+        """_attend_windows for a single query, the newest position: no blocks and no mask, since every
+        one of the last `width` predictions of a scale is in its window (and those never made are not in
+        the cache)."""
+        B, _, Hkv, G, hd = q.shape
+        keys = torch.cat([k[:, -width:, n:n + C].flatten(1, 2) for n, C, width in groups], 1)    # (B, K, Hkv, hd)
+        values = torch.cat([v[:, -width:, n:n + C].flatten(1, 2) for n, C, width in groups], 1)  # (B, K, Hkv, hd)
+        scores = (q[:, 0] / math.sqrt(hd)) @ keys.permute(0, 2, 3, 1)                           # (B, Hkv, G, K)
+        y = scores.softmax(-1) @ values.transpose(1, 2)                                          # (B, Hkv, G, hd)
+        return y.reshape(B, 1, Hkv * G, hd)                                                      # (B, 1, Hq, hd)
+
+    @staticmethod
     def _blocks(z, lo: int, pad_end: int, span: int, Qb: int):
         """(B, S, C, Hkv, hd) -> (B, Hkv, nb, span*C, hd): block b holds the keys at indices
         lo + b*Qb .. lo + b*Qb + span - 1 (zeros where those fall outside 0..S-1; the caller masks them)."""
@@ -194,6 +230,8 @@ class CrossAttention(LoggingModule):
         the block's scores are one small dense matmul over the scales' spans side by side."""
         B, T, Hkv, G, hd = q.shape
         S = k.shape[1]
+        if T == 1:  # one new token while decoding: its windows are simply the last `width` cached predictions
+            return self._attend_last(q, k, v, groups)
         Qb = min(self.BLOCK, T)
         nb = -(-T // Qb)                                                                    # query blocks
         Tp = nb * Qb                                                                        # T padded
