@@ -11,7 +11,6 @@ cached >= 3x). The cached and uncached texts must be identical, and the benchmar
 operations, and on a busy 2-core machine two threads can stall each other.
 """
 
-import dataclasses
 import os
 import sys
 import time
@@ -20,25 +19,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tools  # noqa: E402
-from config import ModelConfig  # noqa: E402
+from config import ModelConfig, parse_overrides, replace  # noqa: E402
 from inference import generate_ids  # noqa: E402
 from modules.model import Model  # noqa: E402
 
 
 def parse(argv):
-    opts = {"tokens": 200, "repeats": 3, "threads": 0}
-    overrides = {}
-    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
-    for arg in argv:
-        key, _, value = arg.removeprefix("--").partition("=")
-        if key in opts:
-            opts[key] = int(value)
-        elif key in fields:
-            default = getattr(ModelConfig(), key)
-            overrides[key] = type(default)(value) if not isinstance(default, bool) else value == "True"
-        else:
-            raise SystemExit(f"unknown option --{key}; options: {sorted(opts)} and ModelConfig fields")
-    return opts, overrides
+    """(options, ModelConfig overrides) from --key=value arguments (config.parse_overrides)."""
+    (overrides,), opts = parse_overrides(argv, ModelConfig, extra={"tokens": int, "repeats": int, "threads": int})
+    return {"tokens": 200, "repeats": 3, "threads": 0, **opts}, overrides
 
 
 def run(model, tokenizer, n: int, use_kv_cache: bool):
@@ -54,7 +43,7 @@ def main(argv):
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
     ff_cfg = ModelConfig(**overrides)
-    configs = {"FutureFormer": ff_cfg, "baseline": dataclasses.replace(ff_cfg, fs_periods=0)}
+    configs = {"FutureFormer": ff_cfg, "baseline": replace(ff_cfg, fs_periods=0)}
     tokenizer = tools.get_tokenizer(ff_cfg.tokenizer, ff_cfg.vocab_len)
     n = opts["tokens"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, {n} tokens from an empty "
@@ -79,4 +68,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ValueError as e:  # a bad --key=value
+        sys.exit(f"error: {e}")

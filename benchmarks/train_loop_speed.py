@@ -8,8 +8,9 @@ Three contestants, in alternating rounds so that all see the same machine load:
                  tokens_per_s, which counts training steps only (evaluations excluded)
   minimal+Model  a bare nanoGPT-style loop (batch, forward, backward, clip, step) on the same Model
   minimal+GPT    the same loop on a ~60-line nanoGPT-style GPT with the same dimensions (RMSNorm,
-                 multi-query attention with rotary positions through SDPA, SwiGLU, tied embedding,
-                 dropout on the embedding and the residual branches, like the Model)
+                 multi-query attention through SDPA with one q/k/v matmul and rotary tables computed
+                 once, SwiGLU, tied embedding, dropout on the embedding and the residual branches, like
+                 the Model)
 Each contestant's best round gives its tokens per second; the ratios compare them. `--key=value` overrides
 ModelConfig or TrainConfig fields (batch_size, dim, ...). Needs the TinyStories sample (or --data_path).
 """
@@ -30,13 +31,9 @@ from modules.model import Model  # noqa: E402
 from train import lr_at, make_optimizer, train  # noqa: E402
 
 
-def rope(x, theta):
-    """x: (B, H, T, hd) rotated by position (real arithmetic, pairs i and i + hd/2)."""
-    T, half = x.shape[-2], x.shape[-1] // 2
-    freqs = theta ** (-torch.arange(half, dtype=torch.float32) / half)
-    angles = torch.arange(T, dtype=torch.float32)[:, None] * freqs                  # (T, hd/2)
-    cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x.split(half, dim=-1)
+def rope(x, cos, sin):
+    """x: (B, H, T, hd) rotated by position (pairs i and i + hd/2); cos, sin: (T, hd/2), precomputed."""
+    x1, x2 = x.split(x.shape[-1] // 2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
@@ -45,28 +42,28 @@ class Block(nn.Module):
         super().__init__()
         self.cfg, hd = cfg, cfg.head_dim
         self.n1, self.n2 = nn.RMSNorm(cfg.dim, eps=cfg.eps), nn.RMSNorm(cfg.dim, eps=cfg.eps)
-        self.q = nn.Linear(cfg.dim, cfg.num_q_heads * hd, bias=False)
-        self.kv = nn.Linear(cfg.dim, 2 * cfg.num_kv_heads * hd, bias=False)
+        self.qkv = nn.Linear(cfg.dim, (cfg.num_q_heads + 2 * cfg.num_kv_heads) * hd, bias=False)  # nanoGPT's c_attn
         self.o = nn.Linear(cfg.num_q_heads * hd, cfg.dim, bias=False)
         self.up = nn.Linear(cfg.dim, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, cfg.dim, bias=False)
         self.drop = nn.Dropout(cfg.dropout_rate)
 
-    def forward(self, x):
+    def forward(self, x, cos, sin):
         B, T, _ = x.shape
-        c, h = self.cfg, self.n1(x)
-        q = rope(self.q(h).view(B, T, c.num_q_heads, c.head_dim).transpose(1, 2), c.theta)
-        k, v = self.kv(h).view(B, T, 2, c.num_kv_heads, c.head_dim).permute(2, 0, 3, 1, 4)
-        k = rope(k, c.theta)
-        g = c.num_q_heads // c.num_kv_heads
-        k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, -1)
-        x = x + self.drop(self.o(a))
+        c = self.cfg
+        q, k, v = self.qkv(self.n1(x)).view(B, T, -1, c.head_dim).transpose(1, 2).split(
+            [c.num_q_heads, c.num_kv_heads, c.num_kv_heads], dim=1)                   # (B, H.., T, hd)
+        a = F.scaled_dot_product_attention(rope(q, cos, sin), rope(k, cos, sin), v, is_causal=True,
+                                           enable_gqa=c.num_q_heads != c.num_kv_heads)
+        x = x + self.drop(self.o(a.transpose(1, 2).reshape(B, T, -1)))
         gate, up = self.up(self.n2(x)).chunk(2, dim=-1)
         return x + self.drop(self.down(F.silu(gate) * up))
 
 
 class MiniGPT(nn.Module):
+    """nanoGPT's shape with Llama's parts: pre-norm blocks, a fused q/k/v projection, rotary tables computed
+    once, SDPA, a SwiGLU MLP, a tied output."""
+
     def __init__(self, cfg):
         super().__init__()
         hidden = int(cfg.mlp_hidden_mult * cfg.dim * 2 / 3)
@@ -75,13 +72,18 @@ class MiniGPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, hidden) for _ in range(cfg.num_layers))
         self.norm = nn.RMSNorm(cfg.dim, eps=cfg.eps)
         self.drop = nn.Dropout(cfg.dropout_rate)
+        half = cfg.head_dim // 2
+        angles = torch.arange(cfg.max_seq_len)[:, None] * cfg.theta ** (-torch.arange(half) / half)  # (T, hd/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, idx, targets):
+        T = idx.shape[1]
         x = self.drop(self.emb(idx) * math.sqrt(self.cfg.dim))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, self.cos[:T], self.sin[:T])
         logits = F.linear(self.norm(x), self.emb.weight)
-        return logits, F.cross_entropy(logits.flatten(0, 1), targets[:, :idx.shape[1]].flatten())
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets[:, :T].flatten())
 
 
 def minimal_loop(model, data, mcfg, tcfg, steps) -> float:
@@ -105,7 +107,7 @@ def minimal_loop(model, data, mcfg, tcfg, steps) -> float:
 def main(argv):
     (m_over, t_over), opts = parse_overrides(argv, ModelConfig, TrainConfig, extra={"steps": int, "rounds": int})
     steps, rounds = opts.get("steps", 10), opts.get("rounds", 3)
-    mcfg = replace(ModelConfig(), **{"fs_periods": 0, **m_over})
+    mcfg = replace(ModelConfig(), **{**m_over, "fs_periods": 0})  # the baseline, always
     tcfg = replace(TrainConfig(data_path=tools.SAMPLE_PATH), **{"max_iters": steps, "eval_interval": steps,
                                                                 "eval_samples": 1, "device": "cpu", **t_over})
     data = tools.get_data(mcfg, tcfg)
@@ -129,4 +131,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ValueError as e:  # a bad --key=value
+        sys.exit(f"error: {e}")

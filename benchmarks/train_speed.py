@@ -8,7 +8,6 @@ fastest step of each (the one least disturbed by whatever else the machine did) 
 and the ratio (goal: FutureFormer <= 1.3x); the ratio of the medians is printed beside it.
 """
 
-import dataclasses
 import os
 import statistics
 import sys
@@ -17,31 +16,22 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from config import ModelConfig  # noqa: E402
+from config import ModelConfig, parse_overrides, replace  # noqa: E402
 from modules.model import Model  # noqa: E402
 
 
 def parse(argv):
-    opts = {"steps": 10, "batch_size": 32, "seq_len": None}
-    overrides = {}
-    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
-    for arg in argv:
-        key, _, value = arg.removeprefix("--").partition("=")
-        if key in opts:
-            opts[key] = int(value)
-        elif key in fields:
-            default = getattr(ModelConfig(), key)
-            overrides[key] = type(default)(value) if not isinstance(default, bool) else value == "True"
-        else:
-            raise SystemExit(f"unknown option --{key}; options: {sorted(opts)} and ModelConfig fields")
-    return opts, overrides
+    """(options, ModelConfig overrides) from --key=value arguments (config.parse_overrides)."""
+    (overrides,), opts = parse_overrides(argv, ModelConfig,
+                                         extra={"steps": int, "batch_size": int, "seq_len": int | None})
+    return {"steps": 10, "batch_size": 32, "seq_len": None, **opts}, overrides
 
 
 def main(argv):
     opts, overrides = parse(argv)
     torch.manual_seed(0)
     ff_cfg = ModelConfig(**overrides)
-    configs = {"baseline": dataclasses.replace(ff_cfg, fs_periods=0), "FutureFormer": ff_cfg}
+    configs = {"baseline": replace(ff_cfg, fs_periods=0), "FutureFormer": ff_cfg}
     B, T = opts["batch_size"], opts["seq_len"] or ff_cfg.max_seq_len
     runs = {}
     for name, cfg in configs.items():
@@ -80,4 +70,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ValueError as e:  # a bad --key=value
+        sys.exit(f"error: {e}")

@@ -1,0 +1,41 @@
+"""The benchmarks run (with tiny settings) and print their ratios: they are documented commands, so they must
+not rot. Their figures are not checked here: speed is judged from the benchmarks' own output."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tools import REPO_DIR, SAMPLE_PATH
+
+TINY = ["--dim=32", "--num_layers=3", "--max_seq_len=32", "--fs_periods=2"]
+
+
+def bench(script, *args):
+    out = subprocess.run([sys.executable, os.path.join(REPO_DIR, "benchmarks", script), *args], cwd=REPO_DIR,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_train_speed_benchmark_runs():
+    assert "FutureFormer / baseline step time" in bench("train_speed.py", "--steps=2", "--batch_size=2", *TINY)
+
+
+def test_generate_speed_benchmark_runs():
+    text = bench("generate_speed.py", "--tokens=40", "--repeats=1", *TINY)
+    assert text.count("same text: True") == 2  # cached == uncached, past max_seq_len
+
+
+@pytest.mark.skipif(not os.path.isfile(SAMPLE_PATH), reason=f"no TinyStories sample at {SAMPLE_PATH}")
+def test_train_loop_speed_benchmark_runs(tmp_path):
+    text = bench("train_loop_speed.py", "--steps=2", "--rounds=1", "--batch_size=2", *TINY[:-1],
+                 f"--data_cache_dir={tmp_path}")
+    assert "train() / minimal+GPT" in text
+
+
+def test_benchmarks_reject_unknown_options():
+    out = subprocess.run([sys.executable, os.path.join(REPO_DIR, "benchmarks", "generate_speed.py"), "--token=5"],
+                         cwd=REPO_DIR, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "did you mean --tokens" in out.stderr
