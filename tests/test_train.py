@@ -123,6 +123,12 @@ def test_saved_run_reloads_to_identical_logits_and_the_last_row_recomputes(tiny_
     data = tools.get_data(mcfg, run.train_cfg)
     parts = evaluate_split(model, data, "val", mcfg, batch_size=5, device="cpu")  # another batching
     assert parts["ntp_loss"] == pytest.approx(run.log[-1]["val_ntp_loss"], rel=1e-4)
+    # and it writes: greedy text from the reloaded model, the same as from the one in memory
+    from inference import generate
+
+    text = generate("Once upon a time", model, tok, max_gen_len=20, temperature=0)
+    assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
+    assert text == generate("Once upon a time", run.model, tok, max_gen_len=20, temperature=0)
 
 
 @needs_sample
