@@ -124,11 +124,13 @@ def _metrics(parts: dict, prefix: str, bytes_per_token: float) -> dict:
 
 
 @torch.no_grad()
-def estimate(model, data, mcfg: ModelConfig, tcfg: TrainConfig, device: str) -> dict:
+def estimate(model, data, mcfg: ModelConfig, tcfg: TrainConfig, device: str, splits=tools.SPLITS) -> dict:
     """Mean loss parts over `eval_samples` batches of each split: the same batches at every evaluation
     (a generator seeded from the run's seed), so the curves move with the model, not with the sample."""
     out = {}
     for i, split in enumerate(tools.SPLITS):
+        if split not in splits:
+            continue
         gen = torch.Generator().manual_seed(tcfg.seed + 1_000_003 * (i + 1))
         sums = {}
         for _ in range(tcfg.eval_samples):
@@ -312,8 +314,8 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
                "lr": lr_at(min(step, tcfg.max_iters - 1), tcfg),
                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
                "full_val": int(full)}
-        row.update(estimate(model, data, mcfg, tcfg, device))
-        if full:  # the val columns of the last row: the whole held-out split
+        row.update(estimate(model, data, mcfg, tcfg, device, splits=("train",) if full else tools.SPLITS))
+        if full:  # the val columns of the last row: the whole held-out split, instead of eval_samples batches
             parts = evaluate_split(model, data, "val", mcfg, tcfg.batch_size, device, tcfg)
             row.update(_metrics(parts, "val", data.meta["val"]["bytes_per_token"]))
         model.train()
@@ -322,6 +324,9 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
                                      f"lr_max (now {tcfg.lr_max}) or grad_clip")
         return row
 
+    if progress and start == 0:
+        print(f"training a {'FutureFormer' if mcfg.fs_periods else 'baseline'} of {model.num_params() / 1e6:.3f}M "
+              f"parameters for {tcfg.max_iters} steps of {tcfg.batch_size} x {mcfg.max_seq_len} tokens on {device}")
     model.train()
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=os.path.basename(path) if path else "training",
                unit="step", dynamic_ncols=True, disable=not progress)
@@ -384,11 +389,6 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
-    if mcfg is not None:
-        n = Model(mcfg).num_params()
-        print(f"training a {'FutureFormer' if mcfg.fs_periods else 'baseline'} of {n / 1e6:.3f}M parameters "
-              f"for {tcfg.max_iters} steps of {tcfg.batch_size} x {mcfg.max_seq_len} tokens on "
-              f"{tools.pick_device(tcfg.device)}")
     try:
         run = train(mcfg, tcfg, trained_dir=extra.get("trained_dir"), resume=extra.get("resume"))
     except (tools.DataSourceError, FileNotFoundError, FileExistsError, ValueError) as e:
