@@ -9,6 +9,7 @@ next-token accuracy on the held-out validation split.
 
     python model_comparison.py                                   # every run in trained/
     python model_comparison.py baseline futureformer --x=step --num_sequences=1024 --out=cmp.png
+    python model_comparison.py baseline futureformer --prompt="Once upon a time"  # + each one's greedy text
 
 **Compare models on next-token (NTP) loss and bits per byte, never on the total loss.** A FutureFormer's
 `{split}_loss` is the NTP cross-entropy *plus* its weighted future-sight losses, so it is larger than a
@@ -386,9 +387,10 @@ def summary_table(names=None, trained_dir: str | None = None, num_sequences: int
     return table.loc[names]
 
 
-def format_table(table: pd.DataFrame, markdown: bool = False) -> str:
+def format_table(table: pd.DataFrame, markdown: bool = False, columns=None) -> str:
     """The table as text: counts with thousands separators, losses and rates to 4 decimals, NaN as '-'.
-    markdown=True uses DataFrame.to_markdown (needs the optional `tabulate` package)."""
+    markdown=True writes a GitHub markdown table (numbers right-aligned), ready to paste into a README.
+    columns: show only these columns, in this order (an unknown one is a ValueError naming the known ones)."""
     def fmt(col):
         if col in ("params", "steps", "tokens", "eval_sequences", "sequences", "targets", "fs_periods"):
             return lambda v: "-" if pd.isna(v) else f"{int(v):,}"
@@ -396,12 +398,41 @@ def format_table(table: pd.DataFrame, markdown: bool = False) -> str:
             return lambda v: "-" if pd.isna(v) else f"{v:,.0f}"
         return lambda v: "-" if isinstance(v, float) and math.isnan(v) else (
             f"{v:.4f}" if isinstance(v, (float, np.floating)) else str(v))
+    if columns is not None:
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        unknown = [c for c in columns if c not in table.columns]
+        if unknown:
+            raise ValueError(f"no column {unknown} in the table; its columns: {list(table.columns)}")
+        table = table[columns]
     shown = table.copy()
     for col in shown.columns:
         shown[col] = shown[col].map(fmt(col))
-    if markdown:
-        return shown.to_markdown()
-    return shown.to_string()
+    if not markdown:
+        return shown.to_string()
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    head = [str(table.index.name or "")] + [str(c) for c in shown.columns]
+    rule = ["---"] + ["---:" if num else "---" for num in numeric]
+    rows = [[str(i)] + [str(v) for v in row] for i, row in zip(shown.index, shown.itertuples(index=False))]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [head, rule, *rows])
+
+
+# ---------------------------------------------------------------- text from each run
+
+
+def compare_samples(names=None, prompt: str = "Once upon a time", max_gen_len: int = 60, temperature: float = 0.0,
+                    seed: int = 0, trained_dir: str | None = None, device: str = "auto", **sampling) -> dict:
+    """{run: the prompt and its continuation} for each run, from the same prompt: greedy by default
+    (temperature=0, the same text every time); with a temperature, each run samples from a generator
+    seeded with `seed`. `sampling`: top_k, top_p, min_p, as in inference.generate."""
+    from inference import generate
+
+    out = {}
+    for name in resolve_names(names, trained_dir):
+        model, tok, _ = tools.load_model(name, trained_dir, device)
+        gen = torch.Generator().manual_seed(seed)
+        out[name] = generate(prompt, model, tok, max_gen_len=max_gen_len, temperature=temperature, generator=gen,
+                             **sampling)
+    return out
 
 
 # ---------------------------------------------------------------- per-position predictions
@@ -504,6 +535,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seq_len", type=int, default=None, help="window length (default: shortest max_seq_len)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--columns", default=None,
+                        help="comma-separated table columns to print, in this order (default: all)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as a markdown table")
+    parser.add_argument("--prompt", default=None,
+                        help="also print each run's greedy continuation of this prompt (--max_len tokens)")
+    parser.add_argument("--max_len", type=int, default=60, help="tokens to generate for --prompt")
     args = parser.parse_args(argv)
     matplotlib.use("Agg")  # the command line only writes files
     try:
@@ -516,7 +553,8 @@ def main(argv=None) -> int:
     try:
         table = summary_table(names, args.trained_dir, None if args.num_sequences < 0 else args.num_sequences,
                               args.seq_len, batch_size=args.batch_size, device=args.device)
-        print(format_table(table))
+        print(format_table(table, markdown=args.markdown,
+                           columns=args.columns.split(",") if args.columns else None))
         fig = plot_curves(names, args.metrics.split(","), x=args.x, log_x=args.log_x, log_y=args.log_y, trim=trim,
                           splits=args.splits.split(",") if args.splits else None, trained_dir=args.trained_dir,
                           path=out)
@@ -525,6 +563,15 @@ def main(argv=None) -> int:
         return 1
     plt.close(fig)
     print(f"\nloss curves written to {os.path.abspath(out)}")
+    if args.prompt is not None:
+        try:
+            samples = compare_samples(names, args.prompt, args.max_len, trained_dir=args.trained_dir,
+                                      device=args.device)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for name, text in samples.items():
+            print(f"\n{name} (greedy):\n{text}")
     return 0
 
 

@@ -152,9 +152,35 @@ def test_summary_table(runs):
     assert "tiny_ff" in text and "eval_bpb" in text and "nan" not in text.lower()
     no_eval = mc.summary_table(names, trained_dir=root, num_sequences=0)
     assert "top1_acc" not in no_eval.columns and no_eval["params"].tolist() == table["params"].tolist()
+    md = mc.format_table(table, markdown=True, columns=["params", "val_bpb", "val_from", "top5_acc"])
+    lines = md.splitlines()
+    assert lines[0] == "| model | params | val_bpb | val_from | top5_acc |"
+    assert lines[1] == "| --- | ---: | ---: | --- | ---: |" and len(lines) == 2 + len(names)
+    ff = lines[2 + names.index("tiny_ff")]
+    assert ff.startswith("| tiny_ff | ") and f"{table.loc['tiny_ff', 'val_bpb']:.4f}" in ff
+    assert f"{int(table.loc['tiny_ff', 'params']):,}" in ff
+    with pytest.raises(ValueError, match="no column.*val_bbp.*its columns"):
+        mc.format_table(table, columns=["val_bbp"])
 
 
 # ---------------------------------------------------------------- per-position printout
+
+
+def test_compare_samples_is_each_runs_own_generation(runs):
+    from inference import generate
+
+    root, names = runs
+    out = mc.compare_samples(names, "Once upon a time", max_gen_len=12, trained_dir=root, device="cpu")
+    assert list(out) == names
+    for name in names:
+        model, tok, _ = tools.load_model(name, root)
+        assert out[name] == generate("Once upon a time", model, tok, max_gen_len=12, temperature=0)
+        assert out[name].startswith("Once upon a time")
+    sampled = mc.compare_samples(names[:1], "Tom", max_gen_len=12, temperature=1.0, seed=3, trained_dir=root, top_k=20)
+    assert sampled == mc.compare_samples(names[:1], "Tom", max_gen_len=12, temperature=1.0, seed=3, trained_dir=root,
+                                         top_k=20)  # seeded: the same text again
+    with pytest.raises(ValueError, match="max_gen_len"):
+        mc.compare_samples(names, max_gen_len=-1, trained_dir=root)
 
 
 def test_show_predictions(runs):
@@ -198,6 +224,14 @@ def test_cli_prints_table_and_writes_png(runs, tmp_path):
     assert r.returncode == 0, r.stderr
     assert png_ok(png) and str(png) in r.stdout
     assert all(name in r.stdout for name in names) and "top5_acc" in r.stdout and "eval_bpb" in r.stdout
+    r = run_cli(*names, f"--trained_dir={root}", f"--out={png}", "--num_sequences=8", "--markdown",
+                "--columns=params,val_bpb,top1_acc")
+    assert r.returncode == 0, r.stderr
+    assert "| model | params | val_bpb | top1_acc |" in r.stdout and "eval_bpb" not in r.stdout
+    r = run_cli(*names, f"--trained_dir={root}", f"--out={png}", "--num_sequences=0", "--prompt=Once upon",
+                "--max_len=5")
+    assert r.returncode == 0, r.stderr
+    assert all(f"{name} (greedy):\nOnce upon" in r.stdout for name in names)
 
 
 def test_cli_missing_name_and_no_runs(runs, tmp_path, capsys):
