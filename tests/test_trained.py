@@ -1,0 +1,94 @@
+"""The committed runs in trained/ can be trusted: each one loads, its configs round-trip, its validation
+bits per byte recomputed from the saved weights on the held-out sample stories matches what its
+log_data.csv (and so the README's Results table) reports, and the README's table is the logs' numbers."""
+
+import json
+import os
+import re
+
+import pytest
+from conftest import needs_sample
+
+import tools
+from config import ModelConfig, TrainConfig, from_dict, replace, to_dict
+
+RUNS = tools.list_runs()
+README = os.path.join(tools.REPO_DIR, "README.md")
+
+
+def _results_rows() -> dict:
+    """{run name: {column: cell}} from every table of the README's "## Results" section that has a val_bpb
+    column (tables are runs of lines starting with "|"; the first cell of a row is the run's name)."""
+    text = open(README, encoding="utf-8").read()
+    m = re.search(r"^## Results\n(.*?)(?=^## )", text, flags=re.S | re.M)
+    assert m, "README.md has no '## Results' section"
+    tables, current = [], []
+    for line in m.group(1).splitlines() + [""]:
+        if line.startswith("|"):
+            current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    rows = {}
+    for head, _rule, *body in (t for t in tables if len(t) > 2):
+        if "val_bpb" in head:
+            rows.update({cells[0].strip("`"): dict(zip(head, cells)) for cells in body})
+    return rows
+
+
+def test_runs_are_committed():
+    assert len(RUNS) >= 6, f"trained/ should hold the six compared runs, has {RUNS}"
+    for name in RUNS:
+        files = set(os.listdir(tools.run_path(name)))
+        assert set(tools.RUN_FILES) <= files, f"{name}: missing {set(tools.RUN_FILES) - files}"
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_configs_round_trip(name):
+    path = tools.run_path(name)
+    mcfg, tcfg = tools.load_configs(name)
+    for fname, cfg, cls in (("model_config.json", mcfg, ModelConfig), ("train_config.json", tcfg, TrainConfig)):
+        with open(os.path.join(path, fname)) as f:
+            saved = json.load(f)
+        assert to_dict(cfg) == saved, f"{name}/{fname} does not round-trip"
+        assert from_dict(cls, to_dict(cfg)) == cfg
+    assert tcfg.model_name == name
+
+
+@needs_sample
+@pytest.mark.parametrize("name", RUNS)
+def test_validation_bpb_matches_the_log(name, data_cache_dir):
+    from train import evaluate_split
+
+    model, tok, mcfg = tools.load_model(name)  # strict load: every weight present, none extra
+    _, tcfg = tools.load_configs(name)
+    assert model.num_params() > 500_000 and tok.vocab_len == mcfg.vocab_len
+    data = tools.get_data(mcfg, replace(tcfg, data_cache_dir=str(data_cache_dir)))
+    parts = evaluate_split(model, data, "val", mcfg, batch_size=16, device="cpu")
+    bpb = tools.bits_per_byte(parts["ntp_loss"], data.meta["val"]["bytes_per_token"])
+    log = tools.read_log(name)
+    last = log.iloc[-1]
+    assert last["full_val"] == 1 and last["step"] == tcfg.max_iters
+    assert bpb == pytest.approx(last["val_bpb"], rel=0.02)
+    assert 0.8 < bpb < 1.6  # a trained model, not a fresh one (about 3 bpb)
+
+
+def test_readme_results_table_is_the_logs():
+    rows = _results_rows()
+    assert set(rows) <= set(RUNS), f"the README's Results table names runs not in trained/: {set(rows) - set(RUNS)}"
+    assert len(rows) >= 6
+    for name, row in rows.items():
+        last = tools.read_log(name).iloc[-1]
+        assert row["val_bpb"] == f"{last['val_bpb']:.4f}", name
+        assert row["val_ntp_loss"] == f"{last['val_ntp_loss']:.4f}", name
+        assert row["tokens"] == f"{int(last['tokens']):,}", name
+
+
+def test_inference_notebook_runs_as_committed(tmp_path):
+    """inference.ipynb opens on a committed run, so it runs the first time, with nothing to edit."""
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / "inference.out.ipynb"
+    papermill.execute_notebook(os.path.join(tools.REPO_DIR, "inference.ipynb"), str(out), cwd=tools.REPO_DIR,
+                               parameters={"max_gen_len": 8}, progress_bar=False, kernel_name="python3")
+    text = out.read_text()
+    assert "Once upon a time" in text and "t+2..t+3:" in text
