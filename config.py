@@ -214,6 +214,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     model_name: str | None = None     # folder under trained/; None = architecture, size and date
+    group: str | None = None          # seeds of one configuration share a group (train.py --seeds sets it)
     batch_size: int = 32              # sequences per step
     max_iters: int = 1000             # optimizer steps; 1000 x 32 x 256 = 8.2M tokens, ~15 min on 2 CPU cores
     eval_interval: int = 100          # steps between evaluations (one log_data.csv row each)
@@ -235,7 +236,7 @@ class TrainConfig:
     bf16: bool = True                 # bf16 autocast on CUDA (ignored on CPU and MPS, which train in fp32)
     # --- data ---
     data_path: str | None = None      # a local text file of stories separated by <|endoftext|>; None = the hub
-    val_data_path: str | None = None  # a separate validation file; None = hold stories out of data_path
+    val_data_path: str | None = None  # a validation file (the official split's; offline its excerpt); None = hold out
     val_fraction: float = 0.05        # share of data_path's stories held out for validation
     data_cache_dir: str = "data_cache"  # where tokenized ids are cached (git-ignored)
 

@@ -30,8 +30,10 @@ Data flows one way: trained/ (weights, configs, logs) and the tokenized validati
 import argparse
 import hashlib
 import itertools
+import json
 import math
 import os
+import re
 import sys
 import warnings
 
@@ -50,12 +52,17 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import stats  # noqa: E402
 import tools  # noqa: E402
+from config import TrainConfig, replace  # noqa: E402
+from modules.flops import flops_per_token  # noqa: E402
 from modules.loss import chunk_valid, chunk_windows  # noqa: E402
 
-X_AXES = {"tokens": "training tokens", "step": "step", "elapsed_s": "wall time (s)"}
+X_AXES = {"tokens": "training tokens", "step": "step", "elapsed_s": "wall time (s)",
+          "flops": "training FLOPs (modules/flops.py)"}
 SPLIT_STYLES = {"train": "--", "val": "-"}  # train dashed, val solid
-DEFAULT_NUM_SEQUENCES = 512
+SCORES_VERSION = 1  # bump when score_windows changes what it stores: cached scores are then recomputed
+SEED_SUFFIX = re.compile(r"^(?P<group>.+)_s\d+$")  # NAME_s0, NAME_s1, ...: seeds of one configuration
 
 
 # ---------------------------------------------------------------- choosing runs
@@ -106,18 +113,31 @@ def _trimmed(log: pd.DataFrame, trim) -> pd.DataFrame:
     return log.iloc[n:]
 
 
+def _read_log(name: str, trained_dir) -> pd.DataFrame:
+    """The run's log, with a `flops` column computed from its config when the log predates it."""
+    log = tools.read_log(name, trained_dir)
+    if "flops" not in log.columns and "tokens" in log.columns:
+        log["flops"] = log["tokens"] * flops_per_token(tools.load_configs(name, trained_dir)[0])
+    return log
+
+
 def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "tokens", log_x: bool = False,
-                log_y: bool = False, trim=0, splits=None, trained_dir: str | None = None, path: str | None = None):
+                log_y: bool = False, trim=0, splits=None, trained_dir: str | None = None, path: str | None = None,
+                groups: dict | None = None, group_seeds: bool = True):
     """Training curves of several runs from their log_data.csv: one subplot per metric, one line per run.
 
     metrics: log columns, e.g. "val_ntp_loss", "val_bpb", "train_ntp_loss", "lr", "grad_norm",
         "val_fs_target_cos_1"; a name without its split ("ntp_loss") draws both splits.
     splits: e.g. ("train", "val") draws each metric in those splits, train dashed and val solid (any split
         prefix of the metric is replaced); None = the metrics as given.
-    x: "tokens" (training tokens seen; fair across batch sizes and context lengths), "step" or "elapsed_s".
+    x: "tokens" (training tokens seen; fair across batch sizes and context lengths), "step", "elapsed_s" or
+        "flops" (training FLOPs: fair across model sizes; computed from the config for logs without it).
     log_x, log_y: logarithmic axes (rows at x <= 0 are left out of a log x axis).
     trim: drop the first fraction (0 <= trim < 1) or the first N rows (an int) of every curve, to zoom in
         past the steep start.
+    groups, group_seeds: seeds of one configuration (`find_groups`: recorded groups, NAME_s<seed> names, and
+        the explicit `groups`) are drawn as one line, their mean at each step, in a band from the lowest to the
+        highest seed; group_seeds=False draws every run on its own.
     path: also save the figure there as a PNG.
     The final row of a log (full_val = 1) holds val_* over the whole validation split, not a sample of
     batches: it is drawn with a dot. Returns the matplotlib Figure.
@@ -127,31 +147,43 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
     if isinstance(metrics, str):
         metrics = [metrics]
     names = resolve_names(names, trained_dir)
-    logs = {}
-    for name in names:
-        try:
-            logs[name] = tools.read_log(name, trained_dir)
-        except FileNotFoundError as e:
-            warnings.warn(f"{name}: {e}; left out of the plot", stacklevel=2)
+    found = find_groups(names, trained_dir, groups) if group_seeds else {n: [n] for n in names}
+    logs = {}  # label -> [logs of its runs]
+    for label, members in found.items():
+        for name in members:
+            try:
+                logs.setdefault(label, []).append(_read_log(name, trained_dir))
+            except FileNotFoundError as e:
+                warnings.warn(f"{name}: {e}; left out of the plot", stacklevel=2)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics):
-        for i, (name, log) in enumerate(logs.items()):
-            if x not in log.columns:
-                raise ValueError(f"{name}: log_data.csv has no column {x!r}; columns: {list(log.columns)}")
-            log = _trimmed(log.sort_values(x, kind="stable"), trim)
+        for i, (label, runs) in enumerate(logs.items()):
+            color = colors[i % len(colors)]
+            for log in runs:
+                if x not in log.columns:
+                    raise ValueError(f"{label}: log_data.csv has no column {x!r}; columns: {list(log.columns)}")
+            runs = [_trimmed(log.sort_values(x, kind="stable"), trim) for log in runs]
             if log_x:
-                log = log[log[x] > 0]
-            for col in _columns(metric, splits, log.columns):
-                if col not in log.columns:
+                runs = [log[log[x] > 0] for log in runs]
+            for col in _columns(metric, splits, runs[0].columns):
+                if any(col not in log.columns for log in runs):
                     if _split_of(col) is None or not col.split("_", 1)[1].startswith("fs_"):
-                        raise ValueError(f"{name}: log_data.csv has no column {col!r}; columns: {list(log.columns)}")
+                        raise ValueError(f"{label}: log_data.csv has no column {col!r}; columns: "
+                                         f"{list(runs[0].columns)}")
                     continue  # a baseline has no future-sight columns
                 split = _split_of(col)
-                ax.plot(log[x], log[col], SPLIT_STYLES.get(split, "-"), color=colors[i % len(colors)],
+                name = f"{label} (mean of {len(runs)})" if len(runs) > 1 else label
+                both = pd.concat(runs).groupby(level=0)  # row i of every seed's log: the same step
+                line = both[[x, col]].mean()
+                ax.plot(line[x], line[col], SPLIT_STYLES.get(split, "-"), color=color,
                         label=f"{name} ({split})" if splits or split == "train" else name)
-                full = log[log["full_val"] == 1] if "full_val" in log.columns and split == "val" else log.iloc[:0]
-                ax.plot(full[x], full[col], "o", color=colors[i % len(colors)], markersize=4)
+                if len(runs) > 1:
+                    ax.fill_between(line[x], both[col].min(), both[col].max(), color=color, alpha=0.2, lw=0)
+                full = [log[log["full_val"] == 1] for log in runs] if split == "val" else []
+                full = pd.concat(full).groupby(level=0)[[x, col]].mean() if full and "full_val" in runs[0] else None
+                if full is not None and len(full):
+                    ax.plot(full[x], full[col], "o", color=color, markersize=4)
         split = _split_of(metric)
         ax.set_title(metric[len(split) + 1:] if splits and split else metric)
         ax.set_xlabel(X_AXES[x])
@@ -160,8 +192,10 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
         ax.grid(alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize=8)
-    fig.suptitle("dashed: train, solid: val; dot: whole validation split" if splits else
-                 "dot: whole validation split (final row of each log)", fontsize=9)
+    banded = any(len(runs) > 1 for runs in logs.values())
+    fig.suptitle(("dashed: train, solid: val; dot: whole validation split" if splits else
+                  "dot: whole validation split (final row of each log)")
+                 + ("; band: lowest to highest seed" if banded else ""), fontsize=9)
     fig.tight_layout()
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -172,7 +206,7 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
 # ---------------------------------------------------------------- teacher-forced evaluation
 
 
-def validation_windows(data, seq_len: int, lookahead: int = 1, num_sequences: int | None = DEFAULT_NUM_SEQUENCES,
+def validation_windows(data, seq_len: int, lookahead: int = 1, num_sequences: int | None = None,
                        split: str = "val"):
     """(inputs (N, T), targets (N, T + H - 1)): fixed windows of a split, from tools.eval_batches.
 
@@ -220,48 +254,100 @@ def future_targets(model, target_ids, T: int):
 
 
 @torch.no_grad()
-def _evaluate_model(model, inputs, targets, pad_id: int, topk, batch_size: int) -> dict:
-    """Sums over real (non-pad) targets, then the means: ntp_loss, topK_acc, fs_cos_k, fs_loss_k."""
+def score_windows(model, inputs, targets, pad_id: int, topk=(1, 5), batch_size: int = 16) -> dict:
+    """A teacher-forced pass over fixed windows, kept window by window so that runs can be compared pairwise.
+
+    inputs (W, T), targets (W, >= T + H - 1) as from `validation_windows`. Returns numpy arrays of length W:
+    nll (summed next-token loss in nats over the window's real targets), targets (how many real targets),
+    top{k} (how many of them were among the model's k best guesses); for FutureFormers, per future chunk k:
+    fs_cos_{k} (summed cosine between the chunk's prediction and its target) and fs_n_{k} (how many chunks the
+    loss counts); and fs_loss_{k}, one number: the model's own future-sight loss averaged over those chunks.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    T, P, kmax = inputs.shape[1], model.cfg.fs_periods, max(topk)
-    H = model.cfg.lookahead
-    sums = dict.fromkeys(["nll", "targets"] + [f"top{k}" for k in topk], 0.0)
+    W, T = inputs.shape
+    P, H, kmax = model.cfg.fs_periods, model.cfg.lookahead, max(topk)
+    out = {"nll": np.zeros(W), "targets": np.zeros(W), **{f"top{k}": np.zeros(W) for k in topk}}
+    fs_loss = np.zeros(P)
     for k in range(1, P + 1):
-        sums.update({f"cos_{k}": 0.0, f"fsl_{k}": 0.0, f"n_{k}": 0.0})
+        out[f"fs_cos_{k}"], out[f"fs_n_{k}"] = np.zeros(W), np.zeros(W)
     try:
-        for i in range(0, len(inputs), batch_size):
+        for i in range(0, W, batch_size):
             x, y = inputs[i:i + batch_size].to(device), targets[i:i + batch_size, :T + H - 1].to(device)
+            rows = slice(i, i + len(x))
             logits, _ = model(x, y)                                                 # (B, T, V)
             yt = y[:, :T]                                                           # (B, T)
             real = yt != pad_id
-            sums["targets"] += float(real.sum())
-            sums["nll"] += float(F.cross_entropy(logits.float().flatten(0, 1), yt.flatten(), ignore_index=pad_id,
-                                                 reduction="sum"))
+            nll = F.cross_entropy(logits.float().flatten(0, 1), yt.flatten(), ignore_index=pad_id,
+                                  reduction="none").view_as(yt)                     # (B, T), 0 at pad
+            out["nll"][rows] = nll.double().sum(1).cpu().numpy()
+            out["targets"][rows] = real.sum(1).cpu().numpy()
             hits = logits.topk(kmax, dim=-1).indices == yt[..., None]               # (B, T, kmax)
             for k in topk:
-                sums[f"top{k}"] += float((hits[..., :k].any(-1) & real).sum())
+                out[f"top{k}"][rows] = (hits[..., :k].any(-1) & real).sum(1).cpu().numpy()
             for k, (target, valid) in enumerate(future_targets(model, y, T) if P else [], start=1):
                 cos = F.cosine_similarity(model.future[k].float(), target.float(), dim=-1).mean(-1)  # (B, T)
-                n = float(valid.sum())
-                sums[f"cos_{k}"] += float((cos * valid).sum())
-                sums[f"fsl_{k}"] += float(model.loss_parts[f"fs_loss_{k}"]) * n  # a masked mean in the batch
-                sums[f"n_{k}"] += n
+                out[f"fs_cos_{k}"][rows] = (cos * valid).sum(1).cpu().numpy()
+                out[f"fs_n_{k}"][rows] = valid.sum(1).cpu().numpy()
+                fs_loss[k - 1] += float(model.loss_parts[f"fs_loss_{k}"]) * float(valid.sum())  # a masked mean
     finally:
         model.train(was_training)
-    n = sums["targets"]
-    out = {"ntp_loss": sums["nll"] / n}
-    out.update({f"top{k}_acc": sums[f"top{k}"] / n for k in topk})
     for k in range(1, P + 1):
-        m = sums[f"n_{k}"]
-        out[f"fs_cos_{k}"] = sums[f"cos_{k}"] / m if m else float("nan")
-        out[f"fs_loss_{k}"] = sums[f"fsl_{k}"] / m if m else float("nan")
+        n = out[f"fs_n_{k}"].sum()
+        out[f"fs_loss_{k}"] = fs_loss[k - 1] / n if n else float("nan")
     return out
 
 
-def _entries(models, trained_dir, data, device):
-    """[(label, model, data)] for names, Model objects, or a dict label -> either."""
+def _file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cached_scores(name, trained_dir, model, inputs, targets, pad_id, topk, batch_size) -> dict:
+    """score_windows for a saved run, kept in <run>/scores/ (git-ignored): keyed by the weights (a hash of
+    model.pth), the windows (a hash of their tokens, which fixes the validation text, tokenizer, window length
+    and selection) and topk, so that scoring twenty runs again costs nothing and a retrained or re-pointed run
+    is scored afresh."""
+    run = tools.run_path(name, trained_dir)
+    folder = os.path.join(run, "scores")
+    key = hashlib.sha256(json.dumps([SCORES_VERSION, _file_hash(os.path.join(run, "model.pth")),
+                                     hashlib.sha256(inputs.numpy().tobytes()).hexdigest(),
+                                     hashlib.sha256(targets.numpy().tobytes()).hexdigest(),
+                                     list(topk)]).encode()).hexdigest()[:20]
+    path = os.path.join(folder, f"{key}.npz")
+    if os.path.isfile(path):
+        try:
+            with np.load(path) as f:
+                return {k: f[k] if f[k].ndim else float(f[k]) for k in f.files}
+        except (OSError, ValueError, EOFError):  # unreadable (e.g. cut short): score again and replace it
+            pass
+    scores = score_windows(model, inputs, targets, pad_id, topk, batch_size)
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    try:
+        np.savez(tmp, **scores)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return scores
+
+
+def _eval_data(name: str, trained_dir, mcfg, val_data_path: str | None):
+    """The data a run is scored on: its own validation split, or the text file `val_data_path` (tokenized with
+    the run's tokenizer; the file stands in for both splits, only its validation split is read)."""
+    _, tcfg = tools.load_configs(name, trained_dir)
+    if val_data_path is not None:
+        tcfg = replace(tcfg, data_path=val_data_path, val_data_path=val_data_path)
+    return tools.get_data(mcfg, tcfg)
+
+
+def _entries(models, trained_dir, data, device, val_data_path=None):
+    """[(label, model, data, run name or None)] for names, Model objects, or a dict label -> either."""
     if isinstance(models, (str, torch.nn.Module)):
         models = [models]
     items = list(models.items()) if isinstance(models, dict) else [
@@ -271,62 +357,252 @@ def _entries(models, trained_dir, data, device):
     labels = [label for label, _ in items]
     if len(set(labels)) < len(labels):
         raise ValueError(f"models {labels} are named more than once: give each a label, e.g. a dict label -> model")
+    if data is not None and val_data_path is not None:
+        raise ValueError("pass data= or val_data_path=, not both")
     out = []
     for label, m in items:
-        d = data
+        d, name = data, None
         if isinstance(m, str):
             name, (m, _, mcfg) = m, tools.load_model(m, trained_dir, device)
             if d is None:
-                d = tools.get_data(mcfg, tools.load_configs(name, trained_dir)[1])
+                d = _eval_data(name, trained_dir, mcfg, val_data_path)
+        elif d is None and val_data_path is not None:
+            d = tools.get_data(m.cfg, TrainConfig(data_path=val_data_path, val_data_path=val_data_path))
         elif d is None:
             raise ValueError(f"{label}: a model given as an object needs data=tools.get_data(model_cfg, train_cfg) "
-                             "to evaluate on (a run given by name brings its own)")
+                             "or val_data_path= to evaluate on (a run given by name brings its own)")
         info = d.meta["tokenizer"]
         if (info["name"], info["vocab_len"]) != (m.cfg.tokenizer, m.cfg.vocab_len):
             raise ValueError(f"{label}: the model uses tokenizer {m.cfg.tokenizer} {m.cfg.vocab_len} but the data "
                              f"was tokenized with {info['name']} {info['vocab_len']}")
-        out.append((label, m, d))
+        out.append((label, m, d, name))
     return out
 
 
-def evaluate(models, num_sequences: int | None = DEFAULT_NUM_SEQUENCES, seq_len: int | None = None,
-             topk=(1, 5), trained_dir: str | None = None, data=None, batch_size: int = 16, split: str = "val",
-             device: str = "auto") -> pd.DataFrame:
-    """Teacher-forced next-token evaluation on many fixed validation windows; one row per model.
+def window_scores(models, num_sequences: int | None = None, seq_len: int | None = None, topk=(1, 5),
+                  trained_dir: str | None = None, data=None, batch_size: int = 16, split: str = "val",
+                  device: str = "auto", val_data_path: str | None = None) -> tuple[dict, dict]:
+    """({label: score_windows(...)}, {label: {"windows", "bytes_per_token", "data"}}): every model scored window
+    by window on fixed windows of the validation split (see `evaluate` for the arguments). Runs given by name
+    are cached in their folder (`_cached_scores`). Models that share a tokenizer, window length and validation
+    text read exactly the same windows (equal "windows" fingerprints), so they can be compared pairwise."""
+    topk = tuple(sorted(set(topk)))
+    entries = _entries(models, trained_dir, data, device, val_data_path)
+    if seq_len is None:
+        seq_len = min(m.cfg.max_seq_len for _, m, _, _ in entries)
+    scores, info, windows = {}, {}, {}
+    for label, model, d, name in entries:
+        if seq_len > model.cfg.max_seq_len:
+            raise ValueError(f"seq_len={seq_len} is not allowed: {label} has max_seq_len={model.cfg.max_seq_len}")
+        key = d.path or id(d)
+        if key not in windows:  # one set of windows per data source, with the look-ahead of the longest-sighted
+            lookahead = max(m.cfg.lookahead for _, m, d2, _ in entries if (d2.path or id(d2)) == key)
+            windows[key] = validation_windows(d, seq_len, lookahead, num_sequences, split)
+        inputs, targets = windows[key]
+        targets = targets[:, :seq_len + model.cfg.lookahead - 1]  # what this model reads: cache keys stay its own
+        if name is not None:
+            scores[label] = _cached_scores(name, trained_dir, model, inputs, targets, d.pad_id, topk, batch_size)
+        else:
+            scores[label] = score_windows(model, inputs, targets, d.pad_id, topk, batch_size)
+        info[label] = {"windows": _fingerprint(inputs), "bytes_per_token": d.meta[split]["bytes_per_token"],
+                       "data": d}
+    return scores, info
 
-    models: run names, Model objects (then pass `data`), or a dict label -> either. Runs given by name
-        are loaded onto `device` and evaluated on their own training data's validation split.
-    num_sequences: windows of seq_len tokens, evenly spaced over the split (None = every window: the
-        whole split). seq_len: None = the shortest max_seq_len among the models, so all read the same windows.
+
+def evaluate(models, num_sequences: int | None = None, seq_len: int | None = None, topk=(1, 5),
+             trained_dir: str | None = None, data=None, batch_size: int = 16, split: str = "val",
+             device: str = "auto", val_data_path: str | None = None) -> pd.DataFrame:
+    """Teacher-forced next-token evaluation on fixed validation windows; one row per model.
+
+    models: run names, Model objects (then pass `data` or `val_data_path`), or a dict label -> either. Runs
+        given by name are loaded onto `device` and evaluated on their own training data's validation split,
+        or on the text file `val_data_path` (e.g. tools.VALID_SAMPLE_PATH, the official validation text).
+    num_sequences: None (default) = every window of the split; a number keeps that many windows of seq_len
+        tokens, evenly spaced over the split. seq_len: None = the shortest max_seq_len among the models, so all
+        read the same windows.
     Every real (non-pad) next-token target weighs the same, whichever window or batch it is in.
     Columns: sequences, targets (real targets scored), ntp_loss (nats per token), bpb (bits per byte, from
     the split's bytes_per_token), ppl, top{k}_acc for each k of topk, and for FutureFormers, per future
     chunk k: fs_cos_k (mean cosine between the chunk's prediction and its target, over the chunks the loss
     counts) and fs_loss_k (the model's own future-sight loss); windows (a hash of the tokens read: equal
-    hashes = the same windows).
+    hashes = the same windows). `window_scores` gives the same window by window; `compare` adds intervals.
     """
     topk = tuple(sorted(set(topk)))
-    entries = _entries(models, trained_dir, data, device)
-    if seq_len is None:
-        seq_len = min(m.cfg.max_seq_len for _, m, _ in entries)
-    rows, windows = {}, {}
-    for label, model, d in entries:
-        if seq_len > model.cfg.max_seq_len:
-            raise ValueError(f"seq_len={seq_len} is not allowed: {label} has max_seq_len={model.cfg.max_seq_len}")
-        key = d.path or id(d)
-        if key not in windows:  # one set of windows per data source, with the look-ahead of the longest-sighted
-            lookahead = max(m.cfg.lookahead for _, m, d2 in entries if (d2.path or id(d2)) == key)
-            windows[key] = validation_windows(d, seq_len, lookahead, num_sequences, split)
-        inputs, targets = windows[key]
-        r = _evaluate_model(model, inputs, targets, d.pad_id, topk, batch_size)
-        loss = r.pop("ntp_loss")
-        rows[label] = {"sequences": len(inputs), "targets": int((targets[:, :seq_len] != d.pad_id).sum()),
-                       "ntp_loss": loss, "bpb": tools.bits_per_byte(loss, d.meta[split]["bytes_per_token"]),
-                       "ppl": math.exp(loss) if loss < 700 else math.inf, **r}
+    scores, info = window_scores(models, num_sequences, seq_len, topk, trained_dir, data, batch_size, split, device,
+                                 val_data_path)
+    rows = {}
+    for label, s in scores.items():
+        n = s["targets"].sum()
+        loss = float(s["nll"].sum() / n)
+        rows[label] = {"sequences": len(s["nll"]), "targets": int(n), "ntp_loss": loss,
+                       "bpb": tools.bits_per_byte(loss, info[label]["bytes_per_token"]),
+                       "ppl": math.exp(loss) if loss < 700 else math.inf,
+                       **{f"top{k}_acc": float(s[f"top{k}"].sum() / n) for k in topk}}
+        k = 1
+        while f"fs_n_{k}" in s:
+            m = s[f"fs_n_{k}"].sum()
+            rows[label][f"fs_cos_{k}"] = float(s[f"fs_cos_{k}"].sum() / m) if m else float("nan")
+            rows[label][f"fs_loss_{k}"] = float(s[f"fs_loss_{k}"])
+            k += 1
     table = pd.DataFrame.from_dict(rows, orient="index")
-    table["windows"] = [_fingerprint(windows[d.path or id(d)][0]) for _, _, d in entries]
+    table["windows"] = [info[label]["windows"] for label in scores]
     table.index.name = "model"
     return table
+
+
+# ---------------------------------------------------------------- paired comparisons with intervals
+
+
+def find_groups(names, trained_dir: str | None = None, groups: dict | None = None) -> dict:
+    """{label: [run names]}: which runs are seeds of one configuration, in the order the runs are given.
+
+    groups: explicit {label: [run, ...]} (a run may be in one group only). Runs not in it are grouped by the
+    `group` their train_config.json records (train.py --seeds writes it), or else by a NAME_s<seed> name; a
+    run with neither is a group of its own, labelled with its name."""
+    names = resolve_names(names, trained_dir)
+    explicit = {label: list(members) for label, members in (groups or {}).items()}
+    owner = {}
+    for label, members in explicit.items():
+        if not members:
+            raise ValueError(f"group {label!r} has no runs")
+        for name in members:
+            if name in owner:
+                raise ValueError(f"run {name!r} is in groups {owner[name]!r} and {label!r}: give it one")
+            if name not in names:
+                names.append(name)
+            owner[name] = label
+    out = {}
+    for name in names:
+        label = owner.get(name)
+        if label is None:
+            recorded = tools.load_configs(name, trained_dir)[1].group
+            m = SEED_SUFFIX.match(os.path.basename(os.path.normpath(name)))
+            label = recorded or (m.group("group") if m else name)
+            if label in explicit or (label in names and label != name):
+                label = name  # a recorded label that clashes with a run's or an explicit group's name
+        out.setdefault(label, []).append(name)
+    return out
+
+
+def _verdict(r: dict) -> str:
+    if r["hi"] < 0:
+        return "better"
+    if r["lo"] > 0:
+        return "worse"
+    return "not resolved"
+
+
+def compare(names=None, reference: str | None = None, groups: dict | None = None, trained_dir: str | None = None,
+            val_data_path: str | None = None, seq_len: int | None = None, batch_size: int = 16,
+            device: str = "auto", level: float = stats.LEVEL, n_boot: int = stats.N_BOOT,
+            seed: int = 0) -> pd.DataFrame:
+    """Each run (or group of seeds) against a reference, on the same windows of the whole validation split,
+    with a 95% interval for the difference. One row per group (`find_groups`; a run alone is a group of one).
+
+    reference: a group label or a run name (its group is used); None = the first group.
+    val_data_path: score on this text file instead of each run's own validation split (they must all read
+        the same windows); tools.VALID_SAMPLE_PATH is the official validation text.
+    Columns: runs (seeds in the group), ntp_loss and bpb (the group's mean over seeds), seed_sd_pct (standard
+    deviation over seeds, % of the mean; '-' for one run), d_ntp, d_bpb (B - reference; negative = better),
+    d_pct and lo_pct .. hi_pct (the same in % of the reference, with its interval), verdict (better / worse
+    when the interval excludes 0, else "not resolved"), covers: what the interval accounts for —
+      "windows only": two single runs (`stats.paired_bootstrap`): another seed of either may differ more;
+      "windows and seeds": `stats.group_interval`, with the seed spread measured in the two groups.
+    table.attrs["notes"] holds sentences that size the experiment: the smallest difference these seeds can
+    resolve, and how many seeds a 1% difference would need at the measured spread.
+    """
+    groups = find_groups(names, trained_dir, groups)
+    runs = [n for members in groups.values() for n in members]
+    scores, info = window_scores(runs, None, seq_len, (1, 5), trained_dir, None, batch_size, "val", device,
+                                 val_data_path)
+    prints = {info[n]["windows"] for n in runs}
+    if len(prints) > 1:
+        raise ValueError("the runs were not scored on the same windows (their tokenizers, window lengths or "
+                         "validation texts differ), so they cannot be compared window by window; pass "
+                         "val_data_path= (e.g. tools.VALID_SAMPLE_PATH) to score all on one text")
+    if reference is None:
+        ref = next(iter(groups))
+    elif reference in groups:
+        ref = reference
+    else:
+        ref = next((label for label, members in groups.items() if reference in members), None)
+        if ref is None:
+            raise ValueError(f"reference={reference!r} is not one of the runs or groups compared: {list(groups)}")
+    counts = scores[runs[0]]["targets"]
+    bpt = info[runs[0]]["bytes_per_token"]
+    nll = {label: np.stack([scores[n]["nll"] for n in members]) for label, members in groups.items()}
+    total = counts.sum()
+    rows, notes, sizing = {}, [], {}
+    for label, members in groups.items():
+        per_seed = nll[label].sum(1) / total
+        mean = float(per_seed.mean())
+        row = {"runs": len(members), "ntp_loss": mean, "bpb": tools.bits_per_byte(mean, bpt),
+               "seed_sd_pct": 100 * per_seed.std(ddof=1) / mean if len(members) > 1 else float("nan")}
+        if label == ref:
+            row.update(verdict="reference", covers="")
+        else:
+            if len(members) == 1 and len(groups[ref]) == 1:
+                r = stats.paired_bootstrap(nll[ref][0], nll[label][0], counts, level, n_boot, seed)
+                r["covers"] = "windows only"
+            else:
+                r = stats.group_interval(nll[ref], nll[label], counts, level, n_boot, seed)
+                sizing.setdefault(_sizing_note(r, level), []).append(label)
+            row.update(d_ntp=r["diff"], d_bpb=tools.bits_per_byte(r["diff"], bpt), d_pct=100 * r["rel"],
+                       lo_pct=100 * r["rel_lo"], hi_pct=100 * r["rel_hi"], verdict=_verdict(r), covers=r["covers"])
+        rows[label] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "model"
+    notes += [f"{', '.join(labels)} vs {ref}: {note}" for note, labels in sizing.items()]
+    if any(table["covers"] == "windows only"):
+        notes.insert(0, "'windows only': both sides are single runs, so the interval covers the choice of evaluation "
+                        "text, not seed noise; another seed of either run may differ by more. Train seeds "
+                        "(train.py --seeds=0,1,2) to compare groups.")
+    table.attrs.update(reference=ref, groups=groups, notes=notes, windows=len(counts), targets=int(total),
+                       level=level)
+    return table
+
+
+def _sizing_note(r: dict, level: float) -> str:
+    """What a group comparison can resolve at the measured seed spread, and the seeds a 1% difference needs."""
+    if r["seed_df"] == 0:
+        return "one run each, no seed spread measured: the interval covers the windows only."
+    sd = r["seed_sd"] / r["mean_a"]
+    window = r["window_se_rel"]
+    smallest = stats.resolvable(sd, r["n_a"], r["n_b"], window, level)
+    need = stats.seeds_needed(0.01, sd, window, level)
+    return (f"{r['n_b']} seed(s) against {r['n_a']}, seed spread {100 * sd:.2f}% (pooled, {r['seed_df']} degree(s) "
+            f"of freedom): differences within ±{100 * smallest:.2f}% cannot be told from 0; a 1% difference "
+            f"needs {need or 'more than 1000'} seeds per group (80% power).")
+
+
+def format_comparison(table: pd.DataFrame, markdown: bool = False) -> str:
+    """compare()'s table as text: differences in % with their interval, then the notes."""
+    shown = pd.DataFrame(index=table.index)
+    shown["runs"] = table["runs"].map(int)
+    shown["ntp_loss"] = table["ntp_loss"].map(lambda v: f"{v:.4f}")
+    shown["bpb"] = table["bpb"].map(lambda v: f"{v:.4f}")
+    shown["seed sd"] = table["seed_sd_pct"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}%")
+    get = lambda col: table[col] if col in table.columns else pd.Series(np.nan, index=table.index)
+    shown["Δ bpb"] = get("d_bpb").map(lambda v: "-" if pd.isna(v) else f"{v:+.4f}")
+    shown["Δ %"] = get("d_pct").map(lambda v: "-" if pd.isna(v) else f"{v:+.2f}%")
+    level = round(100 * table.attrs.get("level", stats.LEVEL))
+    shown[f"{level}% interval"] = [
+        "-" if pd.isna(lo) else f"{lo:+.2f}% … {hi:+.2f}%" for lo, hi in zip(get("lo_pct"), get("hi_pct"))]
+    shown["verdict"] = table["verdict"]
+    shown["covers"] = table["covers"]
+    if markdown:
+        head = ["model", *shown.columns]
+        rows = [[f"`{i}`", *map(str, r)] for i, r in zip(shown.index, shown.itertuples(index=False))]
+        rule = ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---"]
+        text = "\n".join("| " + " | ".join(cells) + " |" for cells in [head, rule, *rows])
+    else:
+        text = shown.to_string()
+    a = table.attrs
+    groups = {k: v for k, v in a.get("groups", {}).items() if len(v) > 1}
+    lines = [f"vs {a.get('reference')}, on {a.get('windows')} windows ({a.get('targets', 0):,} targets); Δ < 0: better"
+             + ("; groups: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in groups.items()) if groups else "")]
+    lines += [f"- {note}" for note in a.get("notes", [])]
+    return text + "\n" + "\n".join(lines)
 
 
 # ---------------------------------------------------------------- the summary table
@@ -346,39 +622,40 @@ def _log_summary(name: str, trained_dir) -> dict:
     get = lambda row, col: float(row[col]) if col in row.index else float("nan")
     return {"steps": int(last["step"]) if "step" in log.columns else np.nan,
             "tokens": int(last["tokens"]) if "tokens" in log.columns else np.nan,
+            **({"flops": float(last["flops"])} if "flops" in log.columns else {}),
             "wall_s": get(last, "elapsed_s"),
             "tokens_per_s": get(last, "tokens_per_s"),  # train.py logs the throughput so far: the last is the run's
             "val_ntp_loss": get(final, "val_ntp_loss"), "val_bpb": get(final, "val_bpb"),
             "val_from": "full" if len(full) else "last"}
 
 
-def summary_table(names=None, trained_dir: str | None = None, num_sequences: int | None = DEFAULT_NUM_SEQUENCES,
-                  seq_len: int | None = None, topk=(1, 5), batch_size: int = 16, device: str = "auto") -> pd.DataFrame:
+def summary_table(names=None, trained_dir: str | None = None, num_sequences: int | None = None,
+                  seq_len: int | None = None, topk=(1, 5), batch_size: int = 16, device: str = "auto",
+                  val_data_path: str | None = None) -> pd.DataFrame:
     """One row per run: what it is, what training cost, and how well it predicts the next token.
 
-    fs_periods (0 = baseline), params (model.num_params()), steps, tokens (training tokens seen), wall_s,
-    tokens_per_s (training throughput, the log's last row) — from the configs and log_data.csv;
-    val_ntp_loss, val_bpb: the log's final full-validation row (val_from = "full"), or its last row ("last");
-    then `evaluate`'s teacher-forced eval_ntp_loss, eval_bpb, top{k}_acc, fs_cos_k over num_sequences fixed
-    validation windows (num_sequences=0 skips it). Compare on the NTP loss and bits per byte columns.
+    fs_periods (0 = baseline), params (model.num_params()), steps, tokens (training tokens seen), flops
+    (training FLOPs, modules/flops.py), wall_s, tokens_per_s (training throughput, the log's last row) — from
+    the configs and log_data.csv; val_ntp_loss, val_bpb: the log's final full-validation row (val_from =
+    "full"), or its last row ("last"); then `evaluate`'s teacher-forced eval_ntp_loss, eval_bpb, top{k}_acc,
+    fs_cos_k on every window of the validation split (or num_sequences of them; 0 skips it), the run's own or
+    the text `val_data_path`. Compare on the NTP loss and bits per byte columns; `compare` gives intervals.
     print(format_table(table)) prints it neatly.
     """
     names = resolve_names(names, trained_dir)
-    rows, models = {}, {}
+    rows = {}
     for name in names:
-        model, _, mcfg = tools.load_model(name, trained_dir, device)
-        models[name] = model
+        mcfg, _ = tools.load_configs(name, trained_dir)
+        model, _, _ = tools.load_model(name, trained_dir, "cpu")
         rows[name] = {"fs_periods": mcfg.fs_periods, "params": model.num_params(), **_log_summary(name, trained_dir)}
+        if "tokens" in rows[name] and "flops" not in rows[name]:
+            rows[name]["flops"] = rows[name]["tokens"] * flops_per_token(mcfg)
     table = pd.DataFrame.from_dict(rows, orient="index")
+    front = [c for c in ("fs_periods", "params", "steps", "tokens", "flops") if c in table.columns]
+    table = table[front + [c for c in table.columns if c not in front]]
     if num_sequences != 0:
-        data = {}
-        for name in names:
-            mcfg, tcfg = tools.load_configs(name, trained_dir)
-            d = tools.get_data(mcfg, tcfg)
-            data.setdefault(d.path, (d, []))[1].append(name)
-        evals = [evaluate({n: models[n] for n in group}, num_sequences, seq_len, topk, data=d, batch_size=batch_size)
-                 for d, group in data.values()]
-        ev = pd.concat(evals)
+        ev = evaluate(names, num_sequences, seq_len, topk, trained_dir, batch_size=batch_size, device=device,
+                      val_data_path=val_data_path)
         ev = ev[["ntp_loss", "bpb"] + [c for c in ev.columns if c.endswith("_acc") or c.startswith("fs_cos_")]
                 + ["sequences"]]
         ev = ev.rename(columns={"ntp_loss": "eval_ntp_loss", "bpb": "eval_bpb", "sequences": "eval_sequences"})
@@ -396,6 +673,8 @@ def format_table(table: pd.DataFrame, markdown: bool = False, columns=None) -> s
             return lambda v: "-" if pd.isna(v) else f"{int(v):,}"
         if col in ("wall_s", "tokens_per_s"):
             return lambda v: "-" if pd.isna(v) else f"{v:,.0f}"
+        if col == "flops":
+            return lambda v: "-" if pd.isna(v) else f"{v:.3g}"
         return lambda v: "-" if isinstance(v, float) and math.isnan(v) else (
             f"{v:.4f}" if isinstance(v, (float, np.floating)) else str(v))
     if columns is not None:
@@ -530,8 +809,19 @@ def main(argv=None) -> int:
                         help="drop the first fraction (< 1) or the first N rows (>= 1) of every curve")
     parser.add_argument("--out", default=None,
                         help="where to write the plot (default: model_comparison.png in trained_dir)")
-    parser.add_argument("--num_sequences", type=int, default=DEFAULT_NUM_SEQUENCES,
-                        help="validation windows for the teacher-forced evaluation; 0 = skip it, -1 = all")
+    parser.add_argument("--num_sequences", type=int, default=-1,
+                        help="validation windows for the table's teacher-forced evaluation; 0 = skip it, "
+                             "-1 = all (default)")
+    parser.add_argument("--val_data_path", default=None,
+                        help="score every run on this text file instead of its own validation split, e.g. "
+                             "../shared/data/tinystories_valid_sample.txt (the official validation text)")
+    parser.add_argument("--reference", default=None,
+                        help="compare every run or group with this one, window by window, with 95%% intervals "
+                             "(default: the first given)")
+    parser.add_argument("--group", action="append", default=[], metavar="LABEL=RUN,RUN,...",
+                        help="these runs are seeds of one configuration (repeatable); runs trained with "
+                             "--seeds, or named NAME_s<seed>, are grouped without it")
+    parser.add_argument("--no_compare", action="store_true", help="skip the paired comparison")
     parser.add_argument("--seq_len", type=int, default=None, help="window length (default: shortest max_seq_len)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -550,14 +840,28 @@ def main(argv=None) -> int:
         return 2
     trim = int(args.trim) if args.trim >= 1 else args.trim
     out = args.out or os.path.join(args.trained_dir or tools.TRAINED_DIR, "model_comparison.png")
+    groups = {}
+    for spec in args.group:
+        label, eq, members = spec.partition("=")
+        if not eq or not label or not members.strip(","):
+            print(f"error: --group={spec!r} is not allowed: write --group=LABEL=RUN,RUN,...", file=sys.stderr)
+            return 2
+        groups[label] = [m for m in members.split(",") if m]
     try:
         table = summary_table(names, args.trained_dir, None if args.num_sequences < 0 else args.num_sequences,
-                              args.seq_len, batch_size=args.batch_size, device=args.device)
+                              args.seq_len, batch_size=args.batch_size, device=args.device,
+                              val_data_path=args.val_data_path)
         print(format_table(table, markdown=args.markdown,
                            columns=args.columns.split(",") if args.columns else None))
+        if not args.no_compare and (len(names) > 1 or groups):
+            cmp = compare(names, args.reference, groups, args.trained_dir, args.val_data_path, args.seq_len,
+                          args.batch_size, args.device)
+            text = f" of {args.val_data_path}" if args.val_data_path else ""
+            print(f"\npaired comparison, every window of the validation split{text}:")
+            print(format_comparison(cmp, markdown=args.markdown))
         fig = plot_curves(names, args.metrics.split(","), x=args.x, log_x=args.log_x, log_y=args.log_y, trim=trim,
                           splits=args.splits.split(",") if args.splits else None, trained_dir=args.trained_dir,
-                          path=out)
+                          path=out, groups=groups)
     except (FileNotFoundError, tools.DataSourceError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

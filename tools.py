@@ -22,6 +22,8 @@ from tqdm import tqdm
 EOT = "<|endoftext|>"  # the separator between stories in TinyStories' raw text files
 REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_PATH = os.path.join(REPO_DIR, "..", "shared", "data", "tinystories_sample.txt")
+# an excerpt of TinyStories' official validation split: what offline runs validate and compare on
+VALID_SAMPLE_PATH = os.path.join(REPO_DIR, "..", "shared", "data", "tinystories_valid_sample.txt")
 
 
 # ---------------------------------------------------------------- raw stories
