@@ -13,7 +13,13 @@ split in fixed windows (so the last row of the log is deterministic and anyone c
 writes trained/<model_name>/ as it goes (configs first, log_data.csv at every evaluation, checkpoints
 every `checkpoint_interval` steps, model.pth at the end) and never overwrites an existing folder.
 
-log_data.csv has one row per evaluation: step, tokens (training tokens seen), elapsed_s (wall time,
+Seeds and equal compute:
+
+    python train.py ... --model_name=NAME --seeds=0,1,2        # NAME_s0, NAME_s1, NAME_s2, recorded as group NAME
+    python train.py ... --fs_periods=0 --match_flops=futureformer  # as many steps as that run's training FLOPs
+
+log_data.csv has one row per evaluation: step, tokens (training tokens seen), flops (training FLOPs so far,
+modules/flops.py: tokens x flops_per_token), elapsed_s (wall time,
 evaluations included), tokens_per_s (training throughput, evaluations excluded), lr, grad_norm (mean
 pre-clipping norm since the last row), full_val (1 on the last row) and, for split in train and val:
 {split}_loss (the total, auxiliary terms included: never compare models on it), {split}_ntp_loss,
@@ -33,7 +39,8 @@ import torch
 from tqdm.auto import tqdm
 
 import tools
-from config import ModelConfig, TrainConfig, from_dict, parse_overrides, to_dict
+from config import ModelConfig, TrainConfig, from_dict, parse_overrides, replace, to_dict
+from modules.flops import flops_per_token
 from modules.model import Model
 
 # ---------------------------------------------------------------- learning rate
@@ -89,7 +96,7 @@ def default_name(mcfg: ModelConfig, num_params: int) -> str:
 
 
 def log_columns(mcfg: ModelConfig) -> list[str]:
-    cols = ["step", "tokens", "elapsed_s", "tokens_per_s", "lr", "grad_norm", "full_val"]
+    cols = ["step", "tokens", "flops", "elapsed_s", "tokens_per_s", "lr", "grad_norm", "full_val"]
     for split in tools.SPLITS:
         cols += [f"{split}_{m}" for m in ("loss", "ntp_loss", "bpb", "ppl")]
         for k in range(1, mcfg.fs_periods + 1):
@@ -303,13 +310,15 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
     else:
         path = None
     columns = log_columns(mcfg)
+    fpt = flops_per_token(mcfg)
     step_model = torch.compile(model) if tcfg.compile else model
 
     def log_row(step, grad_norms, full):
         if device == "cuda":
             torch.cuda.synchronize()
         model.eval()
-        row = {"step": step, "tokens": step * tokens_per_step, "elapsed_s": 0.0,
+        row = {"step": step, "tokens": step * tokens_per_step, "flops": round(step * tokens_per_step * fpt),
+               "elapsed_s": 0.0,
                "tokens_per_s": step * tokens_per_step / max(clock["train_time_s"], 1e-9),
                "lr": lr_at(min(step, tcfg.max_iters - 1), tcfg),
                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
@@ -326,7 +335,8 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
 
     if progress and start == 0:
         print(f"training a {'FutureFormer' if mcfg.fs_periods else 'baseline'} of {model.num_params() / 1e6:.3f}M "
-              f"parameters for {tcfg.max_iters} steps of {tcfg.batch_size} x {mcfg.max_seq_len} tokens on {device}")
+              f"parameters for {tcfg.max_iters} steps of {tcfg.batch_size} x {mcfg.max_seq_len} tokens "
+              f"({tcfg.max_iters * tokens_per_step * fpt:.3g} FLOPs) on {device}")
     model.train()
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=os.path.basename(path) if path else "training",
                unit="step", dynamic_ncols=True, disable=not progress)
@@ -372,32 +382,101 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
     return run
 
 
+# ---------------------------------------------------------------- equal compute, seeds
+
+
+def run_flops(name: str, trained_dir: str | None = None) -> float:
+    """The training FLOPs of a saved run: its log's last `flops`, or (for logs that predate the column) its
+    training tokens x flops_per_token of its config."""
+    log = tools.read_log(name, trained_dir)
+    if log.empty:
+        raise ValueError(f"run {name!r} has an empty log_data.csv: it never reached an evaluation")
+    last = log.iloc[-1]
+    if "flops" in log.columns:
+        return float(last["flops"])
+    return float(last["tokens"]) * flops_per_token(tools.load_configs(name, trained_dir)[0])
+
+
+def match_flops(mcfg: ModelConfig, tcfg: TrainConfig, reference: str, trained_dir: str | None = None) -> TrainConfig:
+    """`tcfg` with max_iters set so that training `mcfg` costs the training FLOPs of the saved run `reference`
+    (rounded to the nearest step, so within half a step's FLOPs); the derived parts of the learning-rate
+    schedule (warm-up, flat end) follow the new length. How a baseline gets a FutureFormer's compute."""
+    target = run_flops(reference, trained_dir)
+    per_step = flops_per_token(mcfg) * tcfg.batch_size * mcfg.max_seq_len
+    return replace(tcfg, max_iters=max(1, round(target / per_step)))
+
+
+def seed_names(base: str, seeds: list[int]) -> list[str]:
+    return [f"{base}_s{seed}" for seed in seeds]
+
+
+def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds, *, trained_dir: str | None = None,
+                data: tools.TokenData | None = None, progress: bool = True) -> list[Run]:
+    """Train the same configuration once per seed, one after another, as NAME_s<seed>, each recording
+    group=NAME (NAME = train_cfg.model_name, or the default name), so that model_comparison treats them as one
+    group. Every folder name is checked before the first run starts."""
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds} is not allowed: give distinct seeds, e.g. 0,1,2")
+    base = train_cfg.model_name or default_name(model_cfg, Model(model_cfg).num_params())
+    root = trained_dir or tools.TRAINED_DIR
+    taken = [n for n in seed_names(base, seeds) if os.path.exists(os.path.join(root, n))]
+    if taken:
+        raise FileExistsError(f"{', '.join(os.path.join(root, n) for n in taken)} already exist(s) and runs are "
+                              "never overwritten: choose another model_name")
+    data = data if data is not None else tools.get_data(model_cfg, train_cfg)
+    runs = []
+    for seed, name in zip(seeds, seed_names(base, seeds)):
+        tcfg = replace(train_cfg, seed=seed, model_name=name, group=base)
+        runs.append(train(model_cfg, tcfg, trained_dir=trained_dir, data=data, progress=progress))
+    return runs
+
+
 # ---------------------------------------------------------------- command line
 
 
 def main(argv: list[str]) -> int:
     try:
         (m_over, t_over), extra = parse_overrides(argv, ModelConfig, TrainConfig,
-                                                  extra={"trained_dir": str, "resume": str})
+                                                  extra={"trained_dir": str, "resume": str, "seeds": str,
+                                                         "match_flops": str})
         if extra.get("resume"):
-            if m_over or t_over:
+            if m_over or t_over or extra.get("seeds") or extra.get("match_flops"):
                 raise ValueError("--resume continues a run with the configs of its checkpoint; drop the other "
-                                 f"settings ({sorted(m_over) + sorted(t_over)})")
+                                 f"settings ({sorted(m_over) + sorted(t_over) + sorted(set(extra) - {'resume'})})")
             mcfg = tcfg = None
         else:
             mcfg, tcfg = ModelConfig(**m_over), TrainConfig(**t_over)
-    except ValueError as e:
+        seeds = None
+        if extra.get("seeds") is not None:
+            if "seed" in t_over:
+                raise ValueError("--seeds trains one run per seed: drop --seed")
+            try:
+                seeds = [int(s) for s in extra["seeds"].split(",") if s.strip()]
+            except ValueError:
+                raise ValueError(f"--seeds={extra['seeds']!r} is not allowed: write seeds as --seeds=0,1,2") from None
+        if extra.get("match_flops"):
+            if "max_iters" in t_over:
+                raise ValueError("--match_flops sets max_iters from the reference run's FLOPs: drop --max_iters")
+            tcfg = match_flops(mcfg, tcfg, extra["match_flops"], extra.get("trained_dir"))
+            print(f"--match_flops={extra['match_flops']}: {tcfg.max_iters} steps "
+                  f"({run_flops(extra['match_flops'], extra.get('trained_dir')):.4g} FLOPs)")
+    except (ValueError, FileNotFoundError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
     try:
-        run = train(mcfg, tcfg, trained_dir=extra.get("trained_dir"), resume=extra.get("resume"))
+        if seeds is not None:
+            runs = train_seeds(mcfg, tcfg, seeds, trained_dir=extra.get("trained_dir"))
+        else:
+            runs = [train(mcfg, tcfg, trained_dir=extra.get("trained_dir"), resume=extra.get("resume"))]
     except (tools.DataSourceError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
-    last = run.log[-1]
-    print(f"saved to {run.path}\nvalidation (whole held-out split): NTP loss {last['val_ntp_loss']:.4f}, "
-          f"{last['val_bpb']:.4f} bits per byte, perplexity {last['val_ppl']:.2f}; "
-          f"{last['tokens_per_s']:,.0f} training tokens/s")
+    for run in runs:
+        last = run.log[-1]
+        print(f"saved to {run.path}\nvalidation (whole validation split): NTP loss {last['val_ntp_loss']:.4f}, "
+              f"{last['val_bpb']:.4f} bits per byte, perplexity {last['val_ppl']:.2f}; "
+              f"{last['tokens_per_s']:,.0f} training tokens/s")
     return 0
 
 

@@ -257,3 +257,132 @@ def test_notebook_runs(runs, tmp_path):
     text = out.read_text()
     assert "top5_acc" in text and "image/png" in text and "true next" in text
     assert all(name in text for name in names)
+
+
+# ---------------------------------------------------------------- paired comparisons and seed groups
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tiny_runs, tmp_path_factory, data_cache_dir):
+    """A trained/ folder with three seeds of a tiny baseline (group "tb", as train.py --seeds writes them),
+    two seeds of a tiny FutureFormer named tf_s0, tf_s1 (grouped by name only), and copies of the shared tiny
+    baseline's folder under three names (identical weights; copy_official records the official validation
+    text as its own)."""
+    import shutil
+
+    from conftest import tiny_configs
+
+    from train import train, train_seeds
+
+    root = tmp_path_factory.mktemp("seed_runs")
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=0, model_name="tb", max_iters=20)
+    train_seeds(mcfg, tcfg, [0, 1, 2], trained_dir=str(root), progress=False)
+    for seed in (0, 1):
+        mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=2, model_name=f"tf_s{seed}", max_iters=20, seed=seed)
+        train(mcfg, tcfg, trained_dir=str(root), progress=False)
+    for name in ("copy_a", "copy_b", "copy_official"):
+        shutil.copytree(os.path.join(tiny_runs["trained_dir"], "tiny_base"), root / name)
+    cfg_path = root / "copy_official" / "train_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(model_name="copy_official", val_data_path=tools.VALID_SAMPLE_PATH)
+    cfg_path.write_text(json.dumps(cfg))
+    return str(root)
+
+
+def test_find_groups(seed_runs):
+    names = ["copy_a", "tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1"]
+    assert mc.find_groups(names, seed_runs) == {"copy_a": ["copy_a"], "tb": ["tb_s0", "tb_s1", "tb_s2"],
+                                                "tf": ["tf_s0", "tf_s1"]}
+    assert mc.find_groups(["copy_a", "tb_s0"], seed_runs, {"both": ["copy_a", "copy_b"]}) == {
+        "both": ["copy_a", "copy_b"], "tb": ["tb_s0"]}
+    with pytest.raises(ValueError, match="in groups"):
+        mc.find_groups(["copy_a"], seed_runs, {"x": ["copy_a"], "y": ["copy_a"]})
+    with pytest.raises(FileNotFoundError, match="no trained model 'nope'"):
+        mc.find_groups(["nope"], seed_runs)
+
+
+def test_compare_identical_runs_differ_by_exactly_zero(seed_runs):
+    table = mc.compare(["copy_a", "copy_b"], trained_dir=seed_runs)
+    row = table.loc["copy_b"]
+    assert row["d_ntp"] == 0.0 and row["lo_pct"] == 0.0 and row["hi_pct"] == 0.0
+    assert row["verdict"] == "not resolved" and row["covers"] == "windows only"
+    assert table.loc["copy_a", "verdict"] == "reference"
+    assert "not seed noise" in " ".join(table.attrs["notes"])
+
+
+def test_compare_groups_with_seed_noise_on_the_official_text(seed_runs):
+    runs = ["tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1", "copy_a"]
+    table = mc.compare(runs, reference="tb_s1", trained_dir=seed_runs, val_data_path=tools.VALID_SAMPLE_PATH)
+    assert list(table.index) == ["tb", "tf", "copy_a"] and table.attrs["reference"] == "tb"
+    assert table.loc["tb", "runs"] == 3 and table.loc["tf", "runs"] == 2 and table.loc["tb", "seed_sd_pct"] > 0
+    for label in ("tf", "copy_a"):
+        row = table.loc[label]
+        assert row["covers"] == "windows and seeds"
+        assert row["lo_pct"] <= row["d_pct"] <= row["hi_pct"]
+        assert (row["verdict"] == "not resolved") == (row["lo_pct"] <= 0 <= row["hi_pct"])
+    # the group's row is the mean over its seeds, scored window by window on the official validation text
+    ev = mc.evaluate(runs, trained_dir=seed_runs, val_data_path=tools.VALID_SAMPLE_PATH)
+    assert table.loc["tb", "ntp_loss"] == pytest.approx(ev.loc[["tb_s0", "tb_s1", "tb_s2"], "ntp_loss"].mean())
+    official = tools.get_data(*tools.load_configs("tb_s0", seed_runs)[:1],
+                              TrainConfig(data_path=tools.VALID_SAMPLE_PATH, val_data_path=tools.VALID_SAMPLE_PATH))
+    assert table.attrs["targets"] == ev["targets"].iloc[0] == len(official.val) - 1
+    notes = " ".join(table.attrs["notes"])
+    assert "seeds per group" in notes and "cannot be told from 0" in notes
+    text = mc.format_comparison(table)
+    assert "95% interval" in text and "windows and seeds" in text and "tb = tb_s0, tb_s1, tb_s2" in text
+    md = mc.format_comparison(table, markdown=True)
+    assert md.splitlines()[0].startswith("| model | runs | ntp_loss | bpb |") and "| `tf` | 2 |" in md
+    with pytest.raises(ValueError, match="reference='nope'"):
+        mc.compare(runs, reference="nope", trained_dir=seed_runs)
+
+
+def test_compare_refuses_runs_scored_on_different_windows(seed_runs):
+    """copy_official is the tiny baseline recorded as validated on the official text; copy_a on the sample's
+    held-out stories: window by window they cannot be paired, unless both are scored on one text."""
+    with pytest.raises(ValueError, match="same windows"):
+        mc.compare(["copy_a", "copy_official"], trained_dir=seed_runs)
+    table = mc.compare(["copy_a", "copy_official"], trained_dir=seed_runs, val_data_path=tools.VALID_SAMPLE_PATH)
+    assert table.loc["copy_official", "d_ntp"] == 0.0  # the same weights on the same windows
+
+
+def test_window_scores_are_cached_in_the_run_folder(seed_runs, monkeypatch):
+    first = mc.evaluate(["tb_s0"], trained_dir=seed_runs)
+    cached = os.listdir(os.path.join(seed_runs, "tb_s0", "scores"))
+    assert len(cached) >= 1 and all(f.endswith(".npz") for f in cached)
+    monkeypatch.setattr(mc, "score_windows", lambda *a, **k: pytest.fail("scored again instead of reading the cache"))
+    again = mc.evaluate(["tb_s0"], trained_dir=seed_runs)
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_plot_groups_as_mean_and_band_and_flops_axis(seed_runs, tmp_path):
+    fig = mc.plot_curves(["tb_s0", "tb_s1", "tb_s2", "copy_a"], metrics="val_ntp_loss", trained_dir=seed_runs)
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["tb (mean of 3)", "copy_a"]
+    assert len(ax.collections) == 1  # one band, for the group
+    logs = [tools.read_log(f"tb_s{s}", seed_runs) for s in range(3)]
+    mean = sum(log["val_ntp_loss"] for log in logs) / 3
+    line = next(line for line in ax.get_lines() if line.get_label() == "tb (mean of 3)")
+    assert np.allclose(line.get_ydata(), mean)
+    mc.plt.close(fig)
+    fig = mc.plot_curves(["tb_s0", "tb_s1"], metrics="val_ntp_loss", trained_dir=seed_runs, group_seeds=False,
+                         x="flops")
+    assert len([line for line in fig.axes[0].get_lines() if line.get_linestyle() == "-"]) == 2
+    mc.plt.close(fig)
+    # a log written before the flops column existed: the axis is computed from the config
+    log = tools.read_log("copy_b", seed_runs)
+    log.drop(columns=["flops"]).to_csv(os.path.join(seed_runs, "copy_b", "log_data.csv"), index=False)
+    fig = mc.plot_curves(["copy_b"], metrics="val_ntp_loss", trained_dir=seed_runs, x="flops")
+    assert np.allclose(fig.axes[0].get_lines()[0].get_xdata(), log["flops"])
+    mc.plt.close(fig)
+
+
+def test_cli_reference_and_groups(seed_runs, tmp_path):
+    png = tmp_path / "cmp.png"
+    r = run_cli("tb_s0", "tb_s1", "tb_s2", "copy_a", "copy_b", f"--trained_dir={seed_runs}", f"--out={png}",
+                "--reference=copy_a", "--group=copies=copy_a,copy_b", "--num_sequences=0", "--x=flops")
+    assert r.returncode == 0, r.stderr
+    assert "paired comparison" in r.stdout and "vs copies" in r.stdout and "windows and seeds" in r.stdout
+    assert "copies = copy_a, copy_b" in r.stdout and png_ok(png)
+    r = run_cli("copy_a", f"--trained_dir={seed_runs}", f"--out={png}", "--group=bad")
+    assert r.returncode == 2 and "--group=LABEL=RUN,RUN" in r.stderr

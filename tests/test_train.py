@@ -13,7 +13,19 @@ from conftest import needs_sample, tiny_configs
 
 import tools
 from config import ModelConfig, TrainConfig, parse_overrides, replace
-from train import Run, load_checkpoint, log_columns, lr_at, lr_schedule, save_run, train
+from modules.flops import flops_per_token
+from train import (
+    Run,
+    load_checkpoint,
+    log_columns,
+    lr_at,
+    lr_schedule,
+    match_flops,
+    run_flops,
+    save_run,
+    train,
+    train_seeds,
+)
 
 # ---------------------------------------------------------------- learning-rate schedule
 
@@ -196,3 +208,51 @@ def test_cli_trains_and_saves(tmp_path, data_cache_dir):
     out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={tmp_path}",
                   "--model_name=cli", "--max_iters=2")
     assert out.returncode == 2 and "already exists" in out.stderr
+
+
+# ---------------------------------------------------------------- seeds and equal compute
+
+
+@needs_sample
+def test_seeds_train_one_run_each_as_a_group(tmp_path, data_cache_dir):
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=0, model_name="tb", max_iters=4, eval_interval=2)
+    runs = train_seeds(mcfg, tcfg, [0, 1], trained_dir=str(tmp_path), progress=False)
+    assert [os.path.basename(r.path) for r in runs] == ["tb_s0", "tb_s1"]
+    for seed in (0, 1):
+        _, saved = tools.load_configs(f"tb_s{seed}", str(tmp_path))
+        assert saved.group == "tb" and saved.seed == seed and saved.model_name == f"tb_s{seed}"
+    assert runs[0].log[-1]["val_ntp_loss"] != runs[1].log[-1]["val_ntp_loss"]
+    with pytest.raises(FileExistsError, match="tb_s1"):  # refused before anything trains: no tb_s2 appears
+        train_seeds(mcfg, tcfg, [1, 2], trained_dir=str(tmp_path), progress=False)
+    assert tools.list_runs(str(tmp_path)) == ["tb_s0", "tb_s1"]
+    with pytest.raises(ValueError, match="distinct seeds"):
+        train_seeds(mcfg, tcfg, [3, 3], trained_dir=str(tmp_path), progress=False)
+    out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={tmp_path}",
+                  "--model_name=cli", "--seeds=0,1", "--seed=2", "--max_iters=2")
+    assert out.returncode == 2 and "drop --seed" in out.stderr
+    out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={tmp_path}",
+                  "--model_name=cli", "--seeds=0,x", "--max_iters=2")
+    assert out.returncode == 2 and "--seeds=0,1,2" in out.stderr
+
+
+@needs_sample
+def test_match_flops_gives_a_baseline_the_futureformers_compute(tmp_path, tiny_runs, data_cache_dir):
+    root = tiny_runs["trained_dir"]
+    ff = tiny_runs["tiny_ff"]
+    target = run_flops("tiny_ff", root)
+    assert target == ff.log[-1]["flops"] == round(40 * 8 * 64 * flops_per_token(ff.model_cfg))  # exact in the log
+    assert [row["flops"] for row in ff.log] == [round(row["tokens"] * flops_per_token(ff.model_cfg)) for row in ff.log]
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=0, model_name="matched")
+    matched = match_flops(mcfg, tcfg, "tiny_ff", root)
+    per_step = flops_per_token(mcfg) * tcfg.batch_size * mcfg.max_seq_len
+    assert matched.max_iters > tcfg.max_iters  # the baseline is cheaper per step, so it gets more steps
+    assert matched.warmup_iters == int(0.05 * matched.max_iters)  # the schedule follows the new length
+    run = train(mcfg, matched, trained_dir=str(tmp_path), progress=False)
+    assert abs(run_flops("matched", str(tmp_path)) - target) <= per_step / 2
+    assert abs(run.log[-1]["flops"] - target) <= per_step / 2
+    out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={root}",
+                  "--model_name=x", "--match_flops=tiny_ff", "--max_iters=3")
+    assert out.returncode == 2 and "drop --max_iters" in out.stderr
+    out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={root}",
+                  "--model_name=x", "--match_flops=no_such_run")
+    assert out.returncode == 2 and "no trained model 'no_such_run'" in out.stderr
