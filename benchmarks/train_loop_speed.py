@@ -108,8 +108,8 @@ def main(argv):
     (m_over, t_over), opts = parse_overrides(argv, ModelConfig, TrainConfig, extra={"steps": int, "rounds": int})
     steps, rounds = opts.get("steps", 10), opts.get("rounds", 3)
     mcfg = replace(ModelConfig(), **{**m_over, "fs_periods": 0})  # the baseline, always
-    tcfg = replace(TrainConfig(data_path=tools.SAMPLE_PATH), **{"max_iters": steps, "eval_interval": steps,
-                                                                "eval_samples": 1, "device": "cpu", **t_over})
+    tcfg = replace(TrainConfig(data_path=tools.SAMPLE_PATH, val_data_path=tools.VALID_SAMPLE_PATH),
+                   **{"max_iters": steps, "eval_interval": steps, "eval_samples": 1, "device": "cpu", **t_over})
     data = tools.get_data(mcfg, tcfg)
     torch.manual_seed(0)
     ours, mini = Model(mcfg), MiniGPT(mcfg)

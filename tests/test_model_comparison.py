@@ -255,7 +255,7 @@ def test_notebook_runs(runs, tmp_path):
     papermill.execute_notebook(nb, str(out), cwd=tools.REPO_DIR, kernel_name="python3", progress_bar=False,
                                parameters={"trained_dir": root, "num_sequences": 8, "show_positions": 4})
     text = out.read_text()
-    assert "top5_acc" in text and "image/png" in text and "true next" in text
+    assert "top5_acc" in text and "image/png" in text and "true next" in text and "95% interval" in text
     assert all(name in text for name in names)
 
 
