@@ -575,6 +575,33 @@ def _sizing_note(r: dict, level: float) -> str:
             f"needs {need or 'more than 1000'} seeds per group (80% power).")
 
 
+def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
+    """compare()'s table as a picture: each row's difference from the reference in %, with its interval as a
+    bar (solid: windows and seeds; hatched-grey: windows only, seed noise not in it). Returns the Figure."""
+    rows = table[table["verdict"] != "reference"].iloc[::-1]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4))
+    for y, (_, r) in enumerate(rows.iterrows()):
+        seeds = r["covers"] == "windows and seeds"
+        color = {"better": "tab:green", "worse": "tab:red"}.get(r["verdict"], "tab:gray")
+        ax.plot([r["lo_pct"], r["hi_pct"]], [y, y], "-", color=color, lw=6 if seeds else 2.5,
+                alpha=0.45 if seeds else 0.9, solid_capstyle="butt")
+        ax.plot(r["d_pct"], y, "o", color=color)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{label} ({int(r['runs'])})" for label, r in rows.iterrows()])
+    level = round(100 * table.attrs.get("level", stats.LEVEL))
+    ax.set_xlabel(f"bits per byte, % difference from {table.attrs.get('reference')} ({level}% interval)")
+    ax.set_title("thick bar: interval over windows and seeds; thin: over windows only (seed noise left out)",
+                 fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig = ax.figure
+    fig.tight_layout()
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path, dpi=110, format="png")
+    return fig
+
+
 def format_comparison(table: pd.DataFrame, markdown: bool = False) -> str:
     """compare()'s table as text: differences in % with their interval, then the notes."""
     shown = pd.DataFrame(index=table.index)
@@ -674,7 +701,7 @@ def format_table(table: pd.DataFrame, markdown: bool = False, columns=None) -> s
         if col in ("wall_s", "tokens_per_s"):
             return lambda v: "-" if pd.isna(v) else f"{v:,.0f}"
         if col == "flops":
-            return lambda v: "-" if pd.isna(v) else f"{v:.3g}"
+            return lambda v: "-" if pd.isna(v) else f"{v:.2e}"
         return lambda v: "-" if isinstance(v, float) and math.isnan(v) else (
             f"{v:.4f}" if isinstance(v, (float, np.floating)) else str(v))
     if columns is not None:
@@ -822,6 +849,7 @@ def main(argv=None) -> int:
                         help="these runs are seeds of one configuration (repeatable); runs trained with "
                              "--seeds, or named NAME_s<seed>, are grouped without it")
     parser.add_argument("--no_compare", action="store_true", help="skip the paired comparison")
+    parser.add_argument("--compare_out", default=None, help="also draw the paired comparison's intervals to this PNG")
     parser.add_argument("--seq_len", type=int, default=None, help="window length (default: shortest max_seq_len)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -859,6 +887,9 @@ def main(argv=None) -> int:
             text = f" of {args.val_data_path}" if args.val_data_path else ""
             print(f"\npaired comparison, every window of the validation split{text}:")
             print(format_comparison(cmp, markdown=args.markdown))
+            if args.compare_out:
+                plt.close(plot_comparison(cmp, args.compare_out))
+                print(f"intervals drawn to {os.path.abspath(args.compare_out)}")
         fig = plot_curves(names, args.metrics.split(","), x=args.x, log_x=args.log_x, log_y=args.log_y, trim=trim,
                           splits=args.splits.split(",") if args.splits else None, trained_dir=args.trained_dir,
                           path=out, groups=groups)

@@ -380,9 +380,10 @@ def test_plot_groups_as_mean_and_band_and_flops_axis(seed_runs, tmp_path):
 def test_cli_reference_and_groups(seed_runs, tmp_path):
     png = tmp_path / "cmp.png"
     r = run_cli("tb_s0", "tb_s1", "tb_s2", "copy_a", "copy_b", f"--trained_dir={seed_runs}", f"--out={png}",
-                "--reference=copy_a", "--group=copies=copy_a,copy_b", "--num_sequences=0", "--x=flops")
+                "--reference=copy_a", "--group=copies=copy_a,copy_b", "--num_sequences=0", "--x=flops",
+                f"--compare_out={tmp_path / 'intervals.png'}")
     assert r.returncode == 0, r.stderr
     assert "paired comparison" in r.stdout and "vs copies" in r.stdout and "windows and seeds" in r.stdout
-    assert "copies = copy_a, copy_b" in r.stdout and png_ok(png)
+    assert "copies = copy_a, copy_b" in r.stdout and png_ok(png) and png_ok(tmp_path / "intervals.png")
     r = run_cli("copy_a", f"--trained_dir={seed_runs}", f"--out={png}", "--group=bad")
     assert r.returncode == 2 and "--group=LABEL=RUN,RUN" in r.stderr

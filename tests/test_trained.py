@@ -1,6 +1,7 @@
 """The committed runs in trained/ can be trusted: each one loads, its configs round-trip, its validation
 bits per byte recomputed from the saved weights on the held-out sample stories matches what its
-log_data.csv (and so the README's Results table) reports, and the README's table is the logs' numbers."""
+log_data.csv reports, trained/README.md's table of the logs is the logs' numbers, and every interval the
+README's Results show is what model_comparison.compare computes on the official validation text."""
 
 import dataclasses
 import json
@@ -15,14 +16,16 @@ from config import ModelConfig, TrainConfig, from_dict, replace, to_dict
 
 RUNS = tools.list_runs()
 README = os.path.join(tools.REPO_DIR, "README.md")
+TRAINED_README = os.path.join(tools.TRAINED_DIR, "README.md")
+README_GROUPS = {"baselines": ["baseline", "baseline_seed1"]}  # the --group of the README's second table
 
 
-def _results_rows() -> dict:
-    """{run name: {column: cell}} from every table of the README's "## Results" section that has a val_bpb
-    column (tables are runs of lines starting with "|"; the first cell of a row is the run's name)."""
-    text = open(README, encoding="utf-8").read()
-    m = re.search(r"^## Results\n(.*?)(?=^## )", text, flags=re.S | re.M)
-    assert m, "README.md has no '## Results' section"
+def _tables(path: str, section: str) -> list[list[list[str]]]:
+    """The markdown tables of the section headed `section` (a "## " heading) of a file: each a list of rows, each a
+    list of cells (the header first, then the rule)."""
+    text = open(path, encoding="utf-8").read()
+    m = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert m, f"{path} has no '## {section}' section"
     tables, current = [], []
     for line in m.group(1).splitlines() + [""]:
         if line.startswith("|"):
@@ -30,8 +33,14 @@ def _results_rows() -> dict:
         elif current:
             tables.append(current)
             current = []
+    return [t for t in tables if len(t) > 2]
+
+
+def _results_rows() -> dict:
+    """{run name: {column: cell}} from every table with a val_bpb column in trained/README.md's section on the
+    runs as logged (the first cell of a row is the run's name)."""
     rows = {}
-    for head, _rule, *body in (t for t in tables if len(t) > 2):
+    for head, _rule, *body in _tables(TRAINED_README, "The runs as logged: the sample's 116 held-out stories"):
         if "val_bpb" in head:
             rows.update({cells[0].strip("`"): dict(zip(head, cells)) for cells in body})
     return rows
@@ -77,9 +86,9 @@ def test_validation_bpb_matches_the_log(name, data_cache_dir):
     assert 0.8 < bpb < 1.6  # a trained model, not a fresh one (about 3 bpb)
 
 
-def test_readme_results_table_is_the_logs():
+def test_logged_results_table_is_the_logs():
     rows = _results_rows()
-    assert set(rows) <= set(RUNS), f"the README's Results table names runs not in trained/: {set(rows) - set(RUNS)}"
+    assert set(rows) <= set(RUNS), f"trained/README.md's table names runs not in trained/: {set(rows) - set(RUNS)}"
     assert len(rows) >= 6
     for name, row in rows.items():
         last = tools.read_log(name).iloc[-1]
@@ -96,3 +105,44 @@ def test_inference_notebook_runs_as_committed(tmp_path):
                                parameters={"max_gen_len": 8}, progress_bar=False, kernel_name="python3")
     text = out.read_text()
     assert "Once upon a time" in text and "t+2..t+3:" in text
+
+
+def _percent(cell: str) -> float:
+    return float(cell.replace("%", "").replace("−", "-"))
+
+
+@needs_sample
+def test_readme_intervals_are_what_compare_computes(tmp_path):
+    """Every paired table of the README's Results (and of trained/README.md's section on intervals) is what
+    model_comparison.compare computes from the committed weights on the official validation text. The runs are
+    copied to a temporary trained/ so that the scores' cache is not written into the repository."""
+    import shutil
+
+    import model_comparison as mc
+
+    tables = [t for t in _tables(README, "Results") + _tables(TRAINED_README, "What the committed runs say, with "
+                                                                            "intervals") if "95% interval" in t[0]]
+    assert len(tables) >= 5
+    for head, _rule, *body in tables:
+        labels = [cells[0].strip("`") for cells in body]
+        names = [n for label in labels for n in README_GROUPS.get(label, [label])]
+        for name in names:
+            if not os.path.isdir(tmp_path / name):
+                shutil.copytree(tools.run_path(name), tmp_path / name, ignore=shutil.ignore_patterns("scores"))
+        reference = next(cells[0].strip("`") for cells in body if "reference" in cells)
+        groups = {label: README_GROUPS[label] for label in labels if label in README_GROUPS}
+        table = mc.compare(names, reference=reference, groups=groups, trained_dir=str(tmp_path),
+                           val_data_path=tools.VALID_SAMPLE_PATH)
+        col = {name: head.index(name) for name in head}
+        for cells in body:
+            label = cells[0].strip("`")
+            row = table.loc[label]
+            assert cells[col["runs"]] == str(int(row["runs"])), label
+            assert float(cells[col["bpb"]]) == pytest.approx(row["bpb"], abs=1.5e-4), label
+            assert cells[col["verdict"]] == row["verdict"], label
+            if row["verdict"] == "reference":
+                continue
+            assert cells[col["covers"]] == row["covers"], label
+            assert _percent(cells[col["Δ %"]]) == pytest.approx(row["d_pct"], abs=0.015), label
+            lo, hi = (_percent(x) for x in cells[col["95% interval"]].split(" … "))
+            assert lo == pytest.approx(row["lo_pct"], abs=0.05) and hi == pytest.approx(row["hi_pct"], abs=0.05), label
