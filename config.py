@@ -27,6 +27,7 @@ FS_LOSSES = ("cosine", "mse", "mae", "bce")
 FS_ARRANGEMENTS = ("staggered", "parallel")
 FS_MEMORIES = ("horizon", "causal", "self")
 FS_OUTPUT_LAYERS = ("linear", "mlp", "layer")
+FS_ATTENTIONS = ("sequential", "joint", "parallel")
 COMPRESS_FREQS = ("constant", "linear", "root", "log", "poly")
 ANNEAL_TYPES = ("cos", "lin")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -85,6 +86,8 @@ class ModelConfig:
     fs_memory: str = "horizon"        # predictions position t attends to: horizon, causal or self (DESIGN.md §3)
     fs_output_layer: str = "linear"   # head predicting each chunk: linear, mlp, or layer (a transformer layer first)
     fs_cross_rope: bool = True        # rotary positions on cross-attention keys at the time each prediction is about
+    fs_attention: str = "sequential"  # future-sight layers: self- then cross-attention; joint (one softmax); parallel
+    fs_shared_memory_kv: bool = False  # project each prediction's keys/values once for all future-sight layers
     fs_detach_targets: bool = True    # build chunk targets without gradient, so they cannot collapse
     pool_type: str = "mean"           # how a chunk's token embeddings become its target vector(s); see POOL_TYPES
     pre_pool_norm: bool = True        # normalise the embeddings before pooling them
@@ -129,6 +132,9 @@ class ModelConfig:
         _check_choice("fs_arrangement", self.fs_arrangement, FS_ARRANGEMENTS)
         _check_choice("fs_memory", self.fs_memory, FS_MEMORIES)
         _check_choice("fs_output_layer", self.fs_output_layer, FS_OUTPUT_LAYERS)
+        _check_choice("fs_attention", self.fs_attention, FS_ATTENTIONS)
+        if not isinstance(self.fs_shared_memory_kv, bool):
+            raise _bad("fs_shared_memory_kv", self.fs_shared_memory_kv, "must be a bool (True or False)")
         _check_choice("pool_type", self.pool_type, POOL_TYPES)
         _check_choice("compress_freq", self.compress_freq, COMPRESS_FREQS)
         _check_range("compress_freq_n", self.compress_freq_n, lo=0, lo_open=True)
@@ -161,6 +167,14 @@ class ModelConfig:
                        "fs_detach_targets=False (and watch target diversity for collapse) or use a "
                        "parameter-free pool_type (sum, mean, max) with pool_output_linear=False")
         # cross-attention heads
+        if self.fs_periods and self.fs_attention == "joint":  # the memory's keys join self-attention's softmax
+            for name, own in (("ca_num_q_heads", self.num_q_heads), ("ca_num_kv_heads", self.num_kv_heads),
+                              ("ca_head_dim", self.head_dim)):
+                if getattr(self, name) is None:
+                    setattr(self, name, own)
+                elif getattr(self, name) != own:
+                    raise _bad(name, getattr(self, name), f"fs_attention='joint' scores the memory with "
+                               f"self-attention's heads: leave it None or set it to {own}")
         if self.ca_num_q_heads is None:
             self.ca_num_q_heads = self.num_q_heads
         if self.ca_num_kv_heads is None:

@@ -1,14 +1,16 @@
 """One residual layer: self-attention, optional cross-attention over the future memory, MLP.
 
 Pre-norm residual branches, x = x + dropout(branch(norm(x))); with `second_resid_norm` each branch's
-output is normed again before it is added.
+output is normed again before it is added. A future-sight layer reads the memory as `fs_attention` says:
+'sequential' self-attention, then cross-attention with its own norm and residual; 'parallel' the two side
+by side from one norm, added to the residual together; 'joint' one attention over tokens and predictions.
 """
 
 from torch import nn
 
 from modules.logging import LoggingModule, log_io
 from modules.mlp import MLP
-from modules.mqa import Cache, CrossAttention, FutureScale, SelfAttention
+from modules.mqa import Cache, CrossAttention, FutureScale, JointAttention, SelfAttention
 from modules.norm import Norm
 
 
@@ -21,13 +23,20 @@ class Layer(LoggingModule):
         def out_norm():
             return norm() if cfg.second_resid_norm else nn.Identity()
 
+        self.fs_attention = cfg.fs_attention if cross_attention else None
         self.attn_norm, self.attn_out_norm = norm(), out_norm()
-        self.attn = SelfAttention(cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta)
+        if self.fs_attention == "joint":
+            self.attn = JointAttention(cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta,
+                                       cfg.fs_memory, cfg.fs_cross_rope, cfg.fs_shared_memory_kv)
+        else:
+            self.attn = SelfAttention(cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta)
         self.cross_attn = None
-        if cross_attention:
-            self.ca_norm, self.ca_out_norm = norm(), out_norm()
+        if self.fs_attention in ("sequential", "parallel"):
+            if self.fs_attention == "sequential":
+                self.ca_norm = norm()
+            self.ca_out_norm = out_norm()
             self.cross_attn = CrossAttention(cfg.dim, cfg.ca_num_q_heads, cfg.ca_num_kv_heads, cfg.ca_head_dim,
-                                             cfg.theta, cfg.fs_memory, cfg.fs_cross_rope)
+                                             cfg.theta, cfg.fs_memory, cfg.fs_cross_rope, cfg.fs_shared_memory_kv)
         self.mlp_norm, self.mlp_out_norm = norm(), out_norm()
         self.mlp = MLP(cfg.dim, cfg.mlp_hidden_mult, cfg.mlp_nonlinearity, cfg.mlp_gated, cfg.mlp_bias)
         self.drop = nn.Dropout(cfg.dropout_rate)
@@ -35,7 +44,14 @@ class Layer(LoggingModule):
     @log_io
     def forward(self, x, pos0: int = 0, cache: Cache | None = None, memory: list[FutureScale] | None = None):
         """memory: the future-sight predictions so far, already normed (Model.memory_norm)."""
-        x = x + self.drop(self.attn_out_norm(self.attn(self.attn_norm(x), pos0, cache)))       # (B, T, D)
-        if self.cross_attn is not None:
+        h = self.attn_norm(x)                                                                  # (B, T, D)
+        if self.fs_attention == "joint":  # one softmax over the tokens so far and the predictions
+            y = self.attn_out_norm(self.attn(h, memory, pos0, cache))
+        else:
+            y = self.attn_out_norm(self.attn(h, pos0, cache))
+        if self.fs_attention == "parallel":  # cross-attention beside self-attention, from the same norm
+            y = y + self.ca_out_norm(self.cross_attn(h, memory, pos0, cache))
+        x = x + self.drop(y)                                                                   # (B, T, D)
+        if self.fs_attention == "sequential":  # cross-attention after it, with its own norm and residual
             x = x + self.drop(self.ca_out_norm(self.cross_attn(self.ca_norm(x), memory, pos0, cache)))
         return x + self.drop(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))                    # (B, T, D)

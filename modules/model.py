@@ -6,7 +6,8 @@ chunks = future-sight layers), C vectors per chunk.
 
     tokens -> embed -> body layers (num_layers - P)
            -> for each future-sight layer: predict a chunk (staggered: furthest first), add it to the
-              memory, then self-attention -> cross-attention over the memory -> MLP
+              memory, then self-attention -> cross-attention over the memory -> MLP (or the two side by
+              side, or one joint attention: fs_attention)
            -> final norm -> output projection -> next-token logits
 
 With fs_periods = 0 it is a plain GPT with no future-sight parameters at all: the baseline.
@@ -23,7 +24,7 @@ from modules.layer import Layer
 from modules.logging import LoggingModule, log_io
 from modules.loss import Loss
 from modules.mlp import MLP
-from modules.mqa import Cache, FutureScale
+from modules.mqa import Cache, FutureScale, project_memory
 from modules.norm import Norm
 
 
@@ -63,6 +64,9 @@ class Model(LoggingModule):
         self.heads = nn.ModuleList(FutureHead(cfg, c) for c in cfg.chunk_vectors)  # heads[k - 1] predicts chunk k
         # predictions are normed once as they enter the memory (the loss sees them raw)
         self.memory_norm = Norm(cfg.dim, cfg.norm_type, cfg.norm_affine, cfg.norm_bias, cfg.eps) if P else None
+        # fs_shared_memory_kv: keys and values of each prediction projected once, here, for every layer that reads it
+        self.memory_kv = (nn.Linear(cfg.dim, 2 * cfg.ca_num_kv_heads * cfg.ca_head_dim, bias=False)
+                          if P and cfg.fs_shared_memory_kv else None)
         self.final_norm = Norm(cfg.dim, cfg.norm_type, cfg.norm_affine, cfg.norm_bias, cfg.eps)
         self.output = None if cfg.weight_tying else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.loss_fn = Loss(cfg)
@@ -92,10 +96,17 @@ class Model(LoggingModule):
         return F.linear(x, self.embedding.weight) if self.output is None else self.output(x)
 
     def _predict(self, k: int, x, pos0, cache, preds: dict) -> FutureScale:
-        """Predict chunk k (raw, into preds, for the loss) and return it normed, for the memory."""
-        first, last = self.cfg.chunk_offsets[k - 1]
+        """Predict chunk k (raw, into preds, for the loss) and return it normed, for the memory (with its keys
+        and values of every position so far, when the layers share them)."""
+        cfg = self.cfg
+        first, last = cfg.chunk_offsets[k - 1]
         preds[k] = self.heads[k - 1](x, pos0, cache)                                # (B, T, C, D)
-        return FutureScale(k, self.memory_norm(preds[k]), first, last)
+        scale = FutureScale(k, self.memory_norm(preds[k]), first, last)
+        if self.memory_kv is not None:
+            kv = project_memory(self.memory_kv, [scale], pos0, cfg.ca_num_kv_heads, cfg.ca_head_dim, cfg.theta,
+                                cfg.fs_cross_rope)                                  # (B, T, C, Hkv, hd) x 2
+            scale.kv = kv if cache is None else cache.slot(("memory", k), dim=1).update(*kv)
+        return scale
 
     @log_io
     def forward(self, input_token_ids, target_token_ids=None, cache: Cache | None = None):

@@ -144,6 +144,10 @@ CONFIGS = {
                                "fs_memory": "causal", "fs_loss": "bce", "compress_freq": "linear",
                                "compress_freq_n": 0.5},
     "self-mlp-odd-T": {"fs_memory": "self", "fs_output_layer": "mlp", "max_seq_len": 15},
+    "joint-shared-kv": {"fs_attention": "joint", "fs_shared_memory_kv": True},
+    "parallel-causal-shared-kv": {"fs_attention": "parallel", "fs_memory": "causal", "fs_shared_memory_kv": True,
+                                  "fs_arrangement": "parallel"},
+    "joint-self-odd-T": {"fs_attention": "joint", "fs_memory": "self", "max_seq_len": 15},
 }
 
 

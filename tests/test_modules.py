@@ -13,7 +13,7 @@ from modules.logging import LoggingModule, log_io
 from modules.loss import Loss, chunk_loss, chunk_valid, chunk_windows, target_cosine
 from modules.mlp import MLP, hidden_width
 from modules.model import Model
-from modules.mqa import Cache, CrossAttention, FutureScale, SelfAttention, rope
+from modules.mqa import Cache, CrossAttention, FutureScale, JointAttention, SelfAttention, project_memory, rope
 from modules.norm import Norm
 from modules.pool_ops import Pooler, compression
 
@@ -138,32 +138,53 @@ def test_self_attention_shapes_grads_and_cache(heads):
     assert_grads(attn.train(), attn(x))
 
 
-def dense_cross_attention(ca, x, memory):
-    """A slow reference: attention over all T * C memory entries with a written-out (T, T*C) mask."""
-    B, T, _ = x.shape
-    t = torch.arange(T)
-    q = ca.Wq(x).view(B, T, ca.Hq, ca.hd)
-    if ca.use_rope:
-        q = rope(q, t[:, None], ca.theta)
+def dense_memory(attn, memory, T, Wkv=None):
+    """A slow reference's memory: keys and values of all T * N predictions (B, T*N, Hkv, hd) and which of them
+    each query may see (T, T*N), written out."""
+    B, t = memory[0].vectors.shape[0], torch.arange(T)
     ks, vs, masks = [], [], []
     for m in memory:
         C = m.vectors.shape[2]
-        k, v = ca.Wkv(m.vectors).view(B, T, C, 2, ca.Hkv, ca.hd).unbind(3)  # (B, T, C, Hkv, hd)
-        if ca.use_rope:  # keys at the time the prediction is about: s + a_k + the sub-window's start
+        k, v = (Wkv or attn.Wkv)(m.vectors).view(B, T, C, 2, attn.Hkv, attn.hd).unbind(3)  # (B, T, C, Hkv, hd)
+        if attn.use_rope:  # keys at the time the prediction is about: s + a_k + the sub-window's start
             pos = t[:, None] + m.first + (m.last - m.first + 1) // C * torch.arange(C)
-            k = rope(k, pos.unsqueeze(-1), ca.theta)
+            k = rope(k, pos.unsqueeze(-1), attn.theta)
         s = t.repeat_interleave(C)
         allowed = {"causal": s[None] <= t[:, None], "self": s[None] == t[:, None],
-                   "horizon": (s[None] <= t[:, None]) & (s[None] + m.last >= t[:, None] + 1)}[ca.memory_mode]
+                   "horizon": (s[None] <= t[:, None]) & (s[None] + m.last >= t[:, None] + 1)}[attn.memory_mode]
         ks.append(k.flatten(1, 2))
         vs.append(v.flatten(1, 2))
         masks.append(allowed)
-    k = torch.cat(ks, 1).repeat_interleave(ca.Hq // ca.Hkv, dim=2)         # (B, N, Hq, hd)
-    v = torch.cat(vs, 1).repeat_interleave(ca.Hq // ca.Hkv, dim=2)
-    scores = torch.einsum("bthd,bnhd->bhtn", q, k) / math.sqrt(ca.hd)
-    scores = scores.masked_fill(~torch.cat(masks, 1), float("-inf"))
-    y = torch.einsum("bhtn,bnhd->bthd", scores.softmax(-1), v)
-    return ca.Wo(y.reshape(B, T, -1))
+    return torch.cat(ks, 1), torch.cat(vs, 1), torch.cat(masks, 1)
+
+
+def dense_attention(attn, q, k, v, allowed):
+    """softmax over the allowed keys, written out: q (B, T, Hq, hd), k and v (B, N, Hkv, hd), allowed (T, N)."""
+    B, T = q.shape[:2]
+    G = attn.Hq // attn.Hkv
+    k, v = k.repeat_interleave(G, dim=2), v.repeat_interleave(G, dim=2)                  # (B, N, Hq, hd)
+    scores = torch.einsum("bthd,bnhd->bhtn", q, k) / math.sqrt(attn.hd)
+    y = torch.einsum("bhtn,bnhd->bthd", scores.masked_fill(~allowed, float("-inf")).softmax(-1), v)
+    return attn.Wo(y.reshape(B, T, -1))
+
+
+def dense_cross_attention(ca, x, memory):
+    """A slow reference: attention over all T * C memory entries with a written-out (T, T*C) mask."""
+    B, T, _ = x.shape
+    q = ca.Wq(x).view(B, T, ca.Hq, ca.hd)
+    if ca.use_rope:
+        q = rope(q, torch.arange(T)[:, None], ca.theta)
+    return dense_attention(ca, q, *dense_memory(ca, memory, T))
+
+
+def dense_joint_attention(ja, x, memory, Wkv=None):
+    """A slow reference: one softmax over the tokens 0..t and the allowed predictions, all written out."""
+    B, T, _ = x.shape
+    q, k, v = ja.Wqkv(x).view(B, T, -1, ja.hd).split([ja.Hq, ja.Hkv, ja.Hkv], 2)
+    q, k = rope(q, torch.arange(T)[:, None], ja.theta), rope(k, torch.arange(T)[:, None], ja.theta)
+    mk, mv, allowed = dense_memory(ja, memory, T, Wkv)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    return dense_attention(ja, q, torch.cat([k, mk], 1), torch.cat([v, mv], 1), torch.cat([causal, allowed], 1))
 
 
 @pytest.mark.parametrize("mode", CrossAttention.MODES)
@@ -176,11 +197,58 @@ def test_cross_attention_matches_dense_reference(mode, use_rope):
     y = ca(x, memory)
     assert y.shape == (B, T, D)
     torch.testing.assert_close(y, dense_cross_attention(ca, x, memory), atol=1e-5, rtol=0)
-    cache = Cache()
-    steps = [ca(x[:, t:t + 1], [FutureScale(m.k, m.vectors[:, t:t + 1], m.first, m.last) for m in memory], t,
-                cache) for t in range(T)]
-    torch.testing.assert_close(torch.cat(steps, 1), y, atol=1e-5, rtol=0)
+    torch.testing.assert_close(in_parts(ca, x, memory, cuts=()), y, atol=1e-5, rtol=0)
+    torch.testing.assert_close(in_parts(ca, x, memory), y, atol=1e-5, rtol=0)
     assert_grads(ca.train(), ca(x, memory))
+
+
+def in_parts(attn, x, memory, cuts=(5, 9)):
+    """attn's output through a cache: chunks ending at `cuts` (a prefill, chunks after it), then one by one."""
+    cache, out, t0 = Cache(), [], 0
+    for t1 in [*cuts, *range((cuts or [0])[-1] + 1, x.shape[1] + 1)]:
+        part = [FutureScale(m.k, m.vectors[:, t0:t1], m.first, m.last) for m in memory]
+        out.append(attn(x[:, t0:t1], part, t0, cache))
+        t0 = t1
+    return torch.cat(out, 1)
+
+
+@pytest.mark.parametrize("mode", CrossAttention.MODES)
+@pytest.mark.parametrize("use_rope", [True, False])
+@pytest.mark.parametrize("heads", [(4, 2), (2, 2)])
+def test_joint_attention_matches_dense_reference(mode, use_rope, heads):
+    """One softmax over tokens and predictions: the anchor-key construction equals the written-out attention,
+    whole and in cached parts, and so do its gradients (which reach the memory through the anchor)."""
+    torch.manual_seed(1)
+    ja = JointAttention(D, *heads, 6, 1e4, mode, use_rope).eval()
+    x = torch.randn(B, T, D, requires_grad=True)
+    memory = [FutureScale(2, torch.randn(B, T, 2, D, requires_grad=True), 4, 7),
+              FutureScale(1, torch.randn(B, T, 1, D, requires_grad=True), 2, 3)]
+    y = ja(x, memory)
+    assert y.shape == (B, T, D)
+    ref = dense_joint_attention(ja, x, memory)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(in_parts(ja, x, memory), y, atol=1e-5, rtol=0)
+    inputs = [x, *(m.vectors for m in memory), *ja.parameters()]
+    for g, g_ref in zip(torch.autograd.grad(y.pow(2).sum(), inputs), torch.autograd.grad(ref.pow(2).sum(), inputs)):
+        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-4)
+    assert_grads(ja.train(), ja(x, memory))
+
+
+@pytest.mark.parametrize("cls", [CrossAttention, JointAttention])
+@pytest.mark.parametrize("mode", CrossAttention.MODES)
+def test_shared_memory_kv_reads_the_keys_the_model_attached(cls, mode):
+    """shared_kv: no Wkv of its own; keys and values projected once (project_memory) give the same output."""
+    torch.manual_seed(3)
+    own = cls(D, 4, 2, 6, 1e4, mode, True).eval()
+    shared = cls(D, 4, 2, 6, 1e4, mode, True, shared_kv=True).eval()
+    assert shared.Wkv is None
+    shared.load_state_dict({k: v for k, v in own.state_dict().items() if not k.startswith("Wkv")})
+    x = torch.randn(B, T, D)
+    memory = [FutureScale(2, torch.randn(B, T, 2, D), 4, 7), FutureScale(1, torch.randn(B, T, 1, D), 2, 3)]
+    for m in memory:
+        m.kv = project_memory(own.Wkv, [m], 0, 2, 6, 1e4, True)                           # (B, T, C, Hkv, hd) x 2
+    torch.testing.assert_close(shared(x, memory), own(x, memory), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("mode,expected", [("horizon", 3 + 7 + 15), ("self", 3), ("causal", 3 * 20)])
@@ -278,6 +346,16 @@ def test_chunk_loss_kinds(kind):
     assert chunk_loss(pred, target, torch.zeros_like(valid), kind) == 0
 
 
+def test_cosine_loss_is_one_minus_cosine_similarity_with_its_gradients():
+    pred, target = torch.randn(B, T, 2, D, requires_grad=True), torch.randn(B, T, 2, D, requires_grad=True)
+    valid = torch.rand(B, T) > 0.3
+    ref = ((1 - F.cosine_similarity(pred, target, dim=-1)).mean(-1) * valid).sum() / valid.sum()
+    loss = chunk_loss(pred, target, valid, "cosine")
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=0)
+    for g, g_ref in zip(torch.autograd.grad(loss, [pred, target]), torch.autograd.grad(ref, [pred, target])):
+        torch.testing.assert_close(g, g_ref, atol=1e-7, rtol=1e-5)
+
+
 def test_target_cosine_detects_collapse():
     valid = torch.ones(B, T, dtype=torch.bool)
     assert float(target_cosine(torch.ones(B, T, 1, D), valid)) == pytest.approx(1.0)
@@ -320,13 +398,48 @@ def test_bce_targets_are_bags_of_the_chunk_tokens():
 
 
 @pytest.mark.parametrize("second_resid_norm", [False, True])
-def test_layer_shapes_and_grads(second_resid_norm):
-    cfg = tiny(second_resid_norm=second_resid_norm)
+@pytest.mark.parametrize("fs_attention", config.FS_ATTENTIONS)
+def test_layer_shapes_and_grads(second_resid_norm, fs_attention):
+    cfg = tiny(second_resid_norm=second_resid_norm, fs_attention=fs_attention)
     layer = Layer(cfg, cross_attention=True)
     memory = [FutureScale(1, torch.randn(B, T, 1, D), 2, 3)]
     y = layer(torch.randn(B, T, D), 0, None, memory)
     assert y.shape == (B, T, D)
     assert_grads(layer, y)
+
+
+def test_parallel_layer_adds_both_attentions_from_one_norm():
+    layer = Layer(tiny(fs_attention="parallel"), cross_attention=True)
+    assert not hasattr(layer, "ca_norm")
+    x, memory = torch.randn(B, T, D), [FutureScale(1, torch.randn(B, T, 1, D), 2, 3)]
+    h = layer.attn_norm(x)
+    mid = x + layer.attn(h) + layer.cross_attn(h, memory)
+    torch.testing.assert_close(layer(x, 0, None, memory), mid + layer.mlp(layer.mlp_norm(mid)), atol=1e-6, rtol=0)
+
+
+def test_future_sight_layer_options_change_the_parameters_as_documented():
+    params = {name: dict(Model(tiny(**kw)).named_parameters()) for name, kw in {
+        "sequential": {}, "parallel": {"fs_attention": "parallel"}, "joint": {"fs_attention": "joint"},
+        "shared": {"fs_shared_memory_kv": True}, "joint-shared": {"fs_attention": "joint", "fs_shared_memory_kv": True}
+    }.items()}
+    size = {name: sum(p.numel() for p in ps.values()) for name, ps in params.items()}
+    kv = params["sequential"]["fs_layers.0.cross_attn.Wkv.weight"].numel()
+    cross = sum(p.numel() for n, p in params["sequential"].items() if n.startswith("fs_layers.0.c"))  # ca_norm, attn
+    assert size["parallel"] == size["sequential"] - 3 * D                                   # no ca_norm
+    assert size["joint"] == size["sequential"] - 3 * (cross - kv)                           # a memory Wkv stays
+    assert size["shared"] == size["sequential"] - 2 * kv                                   # one Wkv instead of three
+    assert size["joint-shared"] == size["joint"] - 2 * kv
+    assert "memory_kv.weight" in params["shared"] and "fs_layers.2.attn.Wkv.weight" in params["joint"]
+    assert not any(".Wkv." in n for n in params["joint-shared"])
+
+
+@pytest.mark.parametrize("kw,message", [({"fs_attention": "both"}, "fs_attention='both'.*sequential"),
+                                        ({"fs_shared_memory_kv": "yes"}, "fs_shared_memory_kv='yes'"),
+                                        ({"fs_attention": "joint", "ca_head_dim": 8}, "ca_head_dim=8.*joint")])
+def test_future_sight_layer_options_are_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**kw)
+    assert tiny(fs_attention="joint", ca_num_q_heads=4).ca_head_dim == tiny().head_dim  # derived from self-attention
 
 
 def test_baseline_has_no_future_sight_parameters():
@@ -341,7 +454,10 @@ def test_baseline_has_no_future_sight_parameters():
 
 
 @pytest.mark.parametrize("kw", [{}, {"fs_periods": 0}, {"weight_tying": False}, {"fs_output_layer": "layer"},
-                                {"fs_output_layer": "mlp", "fs_arrangement": "parallel"}])
+                                {"fs_output_layer": "mlp", "fs_arrangement": "parallel"},
+                                {"fs_attention": "joint", "fs_shared_memory_kv": True},
+                                {"fs_attention": "joint", "fs_memory": "causal", "fs_arrangement": "parallel"},
+                                {"fs_attention": "parallel", "fs_shared_memory_kv": True, "fs_memory": "self"}])
 def test_model_shapes_and_every_parameter_gets_a_gradient(kw):
     cfg = tiny(**kw)
     model = Model(cfg)
@@ -383,7 +499,9 @@ def test_too_long_input_is_a_clear_error():
         model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
 
 
-@pytest.mark.parametrize("kw", [{}, {"fs_memory": "causal", "fs_output_layer": "layer"}, {"fs_loss": "bce"}])
+@pytest.mark.parametrize("kw", [{}, {"fs_memory": "causal", "fs_output_layer": "layer"}, {"fs_loss": "bce"},
+                                {"fs_attention": "joint", "fs_shared_memory_kv": True},
+                                {"fs_attention": "joint", "fs_memory": "causal"}])
 def test_bf16_autocast_trains_and_stays_close_to_fp32(kw):
     """The CUDA path trains under bf16 autocast; on the CPU the same code runs, as a check of dtypes."""
     torch.manual_seed(0)
@@ -403,7 +521,9 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(kw):
     assert (step.float() - logits32).abs().max() < 0.05
 
 
-@pytest.mark.parametrize("kw", [{"fs_periods": 0}, {}, {"fs_memory": "causal", "fs_loss": "bce"}])
+@pytest.mark.parametrize("kw", [{"fs_periods": 0}, {}, {"fs_memory": "causal", "fs_loss": "bce"},
+                                {"fs_attention": "joint", "fs_shared_memory_kv": True},
+                                {"fs_attention": "parallel", "fs_memory": "self"}])
 def test_training_forward_traces_without_graph_breaks(kw):
     """torch.compile (the CUDA option of training) gets the whole training forward as one graph: no
     data-dependent shapes, no .item() syncs."""
