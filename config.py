@@ -27,7 +27,7 @@ FS_LOSSES = ("cosine", "mse", "mae", "bce")
 FS_ARRANGEMENTS = ("staggered", "parallel")
 FS_MEMORIES = ("horizon", "causal", "self")
 FS_OUTPUT_LAYERS = ("linear", "mlp", "layer")
-FS_ATTENTIONS = ("sequential", "joint", "parallel")
+FS_ATTENTIONS = ("sequential", "parallel", "joint", "dual")
 COMPRESS_FREQS = ("constant", "linear", "root", "log", "poly")
 ANNEAL_TYPES = ("cos", "lin")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -86,7 +86,7 @@ class ModelConfig:
     fs_memory: str = "horizon"        # predictions position t attends to: horizon, causal or self (DESIGN.md §3)
     fs_output_layer: str = "linear"   # head predicting each chunk: linear, mlp, or layer (a transformer layer first)
     fs_cross_rope: bool = True        # rotary positions on cross-attention keys at the time each prediction is about
-    fs_attention: str = "sequential"  # future-sight layers: self- then cross-attention; joint (one softmax); parallel
+    fs_attention: str = "sequential"  # how fs layers read the memory: sequential, parallel, joint, dual (layer.py)
     fs_shared_memory_kv: bool = False  # project each prediction's keys/values once for all future-sight layers
     fs_detach_targets: bool = True    # build chunk targets without gradient, so they cannot collapse
     pool_type: str = "mean"           # how a chunk's token embeddings become its target vector(s); see POOL_TYPES
@@ -167,14 +167,14 @@ class ModelConfig:
                        "fs_detach_targets=False (and watch target diversity for collapse) or use a "
                        "parameter-free pool_type (sum, mean, max) with pool_output_linear=False")
         # cross-attention heads
-        if self.fs_periods and self.fs_attention == "joint":  # the memory's keys join self-attention's softmax
+        if self.fs_periods and self.fs_attention in ("joint", "dual"):  # self-attention's queries read the memory
             for name, own in (("ca_num_q_heads", self.num_q_heads), ("ca_num_kv_heads", self.num_kv_heads),
                               ("ca_head_dim", self.head_dim)):
                 if getattr(self, name) is None:
                     setattr(self, name, own)
                 elif getattr(self, name) != own:
-                    raise _bad(name, getattr(self, name), f"fs_attention='joint' scores the memory with "
-                               f"self-attention's heads: leave it None or set it to {own}")
+                    raise _bad(name, getattr(self, name), f"fs_attention={self.fs_attention!r} reads the memory "
+                               f"with self-attention's heads: leave it None or set it to {own}")
         if self.ca_num_q_heads is None:
             self.ca_num_q_heads = self.num_q_heads
         if self.ca_num_kv_heads is None:
@@ -311,6 +311,45 @@ def from_dict(cls, d: dict):
     return cls(**d)
 
 
+# ---------------------------------------------------------------- help, from this file's comments
+
+
+def field_help(cls) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """[(group heading, [(field, default, comment)])] of a config class, read from this file: each field's
+    one-line comment and the `# --- heading ---` lines between fields, so the command line's --help says what
+    config.py says. A field without a comment gets its group's heading."""
+    import inspect
+    import re
+
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    groups = [(cls.__name__, [])]
+    for line in inspect.getsource(cls).splitlines():
+        heading = re.match(r"\s*# --- (.*?) ---", line)
+        if heading:
+            groups.append((heading.group(1), []))
+            continue
+        field = re.match(r"\s{4}(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", line)
+        if field and field.group(1) in defaults:
+            name = field.group(1)
+            default = "None" if defaults[name] is None else str(defaults[name])
+            groups[-1][1].append((name, default, field.group(2) or groups[-1][0]))
+    return [(heading, fields) for heading, fields in groups if fields]
+
+
+def format_help(*classes, extra: dict | None = None) -> str:
+    """Every field of `classes` as `--name=default   comment`, grouped as in config.py; `extra` adds
+    {"--option=VALUE": "what it does"} under "other options"."""
+    blocks = []
+    for cls in classes:
+        for heading, fields in field_help(cls):
+            title = heading if heading == cls.__name__ else f"{cls.__name__}: {heading}"
+            lines = [f"  --{name}={default}".ljust(34) + f" {comment}" for name, default, comment in fields]
+            blocks.append("\n".join([title, *lines]))
+    if extra:
+        blocks.append("\n".join(["other options", *(f"  {opt}".ljust(34) + f" {text}" for opt, text in extra.items())]))
+    return "\n\n".join(blocks)
+
+
 # ---------------------------------------------------------------- overrides from the command line
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -363,7 +402,7 @@ def parse_overrides(args: list[str], *classes, extra: dict | None = None) -> tup
             owners.setdefault(f.name, (i, f.type))
     for key, kind in extra.items():
         owners.setdefault(key, (None, kind))
-    found, extras = [{} for _ in classes], {}
+    found, extras, seen = [{} for _ in classes], {}, {}
     args = list(args)
     while args:
         arg = args.pop(0)
@@ -377,6 +416,9 @@ def parse_overrides(args: list[str], *classes, extra: dict | None = None) -> tup
             names = ", ".join(c.__name__ for c in classes)
             raise ValueError(f"unknown option --{key}{hint} (options are the fields of {names}"
                              f"{' and ' + ', '.join(extra) if extra else ''})")
+        if key in seen:
+            raise ValueError(f"--{key} is given twice ({seen[key]!r} and {arg!r}): give each option once")
+        seen[key] = arg
         index, annotation = owners[key]
         if not eq:  # --key value, or a bare --flag for a bool
             if annotation is bool or (args and args[0].startswith("--")) or not args:

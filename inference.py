@@ -302,7 +302,7 @@ def format_plan(steps: list[dict], cfg) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Generate text with a trained model from trained/.",
                                 epilog='example: python inference.py my_run "Once upon a time" --temperature=0.7')
-    p.add_argument("name", help="a run folder in trained/ (or the path to a run folder)")
+    p.add_argument("name", nargs="?", help="a run folder in trained/ (or the path to a run folder)")
     p.add_argument("prompts", nargs="*", help="prompts, each generated from in turn (none: one story from scratch)")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy, 1 = the model's own odds")
     p.add_argument("--max_len", type=int, default=100, help="tokens to generate at most")
@@ -316,7 +316,11 @@ def parse_args(argv=None):
     p.add_argument("--top", type=int, default=3, help="tokens shown per predicted chunk vector")
     p.add_argument("--no_cache", action="store_true", help="full forward pass per token (same result, slower)")
     p.add_argument("--trained_dir", default=None, help="where the runs are (default: trained/)")
-    return p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(argv)
+    if args.name is None:  # argparse would call the optional prompts required too
+        p.error(f"give a run to generate with: python inference.py NAME [PROMPT ...]; runs in "
+                f"{args.trained_dir or tools.TRAINED_DIR}: {tools.list_runs(args.trained_dir) or 'none yet'}")
+    return args
 
 
 def main(argv=None) -> int:

@@ -229,6 +229,7 @@ def save_run(run: Run, trained_dir: str | None = None, model_name: str | None = 
     mcfg, tcfg = run.model_cfg, run.train_cfg
     name = model_name or tcfg.model_name
     run.path = _reserve_folder(trained_dir or tools.TRAINED_DIR, name, default_name(mcfg, run.model.num_params()))
+    run.train_cfg = tcfg = replace(tcfg, model_name=os.path.basename(run.path))  # recorded under its name
     tools.save_model(run.path, run.model, mcfg, tcfg)
     _write_log(os.path.join(run.path, "log_data.csv"), run.log, log_columns(mcfg))
     return run.path
@@ -306,6 +307,7 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
     elif save:
         path = _reserve_folder(trained_dir or tools.TRAINED_DIR, tcfg.model_name,
                                default_name(mcfg, model.num_params()))
+        tcfg = replace(tcfg, model_name=os.path.basename(path))  # the config records the name it is saved under
         tools.save_configs(path, mcfg, tcfg)  # now, so that even a crashed run says what it was
     else:
         path = None
@@ -435,7 +437,30 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds, *, traine
 # ---------------------------------------------------------------- command line
 
 
+OPTIONS = {  # train.py's options that are not config fields, for --help
+    "--trained_dir=PATH": "where run folders go (default: trained/)",
+    "--resume=CHECKPOINT": "continue a run from trained/NAME/checkpoints/step_*.pt, with its configs",
+    "--seeds=0,1,2": "train once per seed, as NAME_s0, NAME_s1, ... (recorded as the group NAME)",
+    "--match_flops=RUN": "set max_iters so that training costs RUN's training FLOPs",
+    "-h, --help": "this list",
+}
+
+
+def usage() -> str:
+    from config import format_help
+
+    return ("usage: python train.py [--key=value ...]\n\n"
+            "Train a model and save it to trained/<model_name>/. Every --key=value is a field of ModelConfig or "
+            "TrainConfig\n(config.py; a bool field may be given bare, --compile). Offline, e.g.:\n"
+            "  python train.py --data_path=../shared/data/tinystories_sample.txt "
+            "--val_data_path=../shared/data/tinystories_valid_sample.txt --model_name=my_run\n\n"
+            + format_help(ModelConfig, TrainConfig, extra=OPTIONS))
+
+
 def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(usage())
+        return 0
     try:
         (m_over, t_over), extra = parse_overrides(argv, ModelConfig, TrainConfig,
                                                   extra={"trained_dir": str, "resume": str, "seeds": str,

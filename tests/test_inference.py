@@ -329,6 +329,13 @@ def test_cli_missing_model_is_a_clear_error(trained_dir):
     assert "no trained model 'tiyn'" in r.stderr and "Did you mean 'tiny'" in r.stderr
 
 
+def test_cli_without_a_run_name_says_what_to_give(trained_dir):
+    r = _cli(f"--trained_dir={trained_dir}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "give a run to generate with" in r.stderr and "'tiny'" in r.stderr
+    assert "prompts" not in r.stderr.splitlines()[-1]  # prompts are optional, and not called required
+
+
 def test_cli_in_process(trained_dir, capsys):
     # no prompt: one story from scratch; a baseline has no future to show; --key value works too
     assert inference.main(["tiny_base", "--trained_dir", trained_dir, "--max_len", "4", "--seed=1",

@@ -90,6 +90,31 @@ def test_cli_bad_overrides_are_clear_errors():
     assert out.returncode == 2 and "pool_type='avg' is not allowed" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_cli_help_lists_every_field_with_its_default_and_comment():
+    import dataclasses
+
+    for flag in ("--help", "-h"):
+        out = run_cli("--max_iters=3", flag)
+        assert out.returncode == 0 and out.stderr == "" and out.stdout.startswith("usage: python train.py")
+    text = out.stdout
+    for cls in (ModelConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            line = next((ln for ln in text.splitlines() if ln.strip().startswith(f"--{f.name}=")), None)
+            assert line is not None, f.name
+            assert line.split()[0] == f"--{f.name}={f.default}"
+            assert len(line.split(maxsplit=1)) == 2, f"{f.name} has no comment"
+    assert "  --dim=128" in text and "residual stream width" in text  # the comment in config.py
+    assert text.index("ModelConfig: future sight") < text.index("--fs_periods=3") < text.index("\nTrainConfig\n")
+    assert "TrainConfig: data" in text and "--seeds=0,1,2" in text and "--resume=CHECKPOINT" in text
+
+
+def test_cli_flag_given_twice_is_an_error():
+    out = run_cli("--dim=64", "--max_iters=3", "--dim=32")
+    assert out.returncode == 2 and "--dim is given twice" in out.stderr and "Traceback" not in out.stderr
+    with pytest.raises(ValueError, match="given twice"):
+        parse_overrides(["--compile", "--compile=false"], ModelConfig, TrainConfig)
+
+
 def test_cli_missing_data_file_is_a_clear_error(tmp_path):
     out = run_cli(f"--data_path={tmp_path / 'nope.txt'}", "--max_iters=2", f"--trained_dir={tmp_path}")
     assert out.returncode == 2 and "nope.txt" in out.stderr and "not found" in out.stderr
@@ -165,11 +190,15 @@ def test_runs_are_reproducible_and_never_overwritten(tiny_runs, data_cache_dir, 
     second = train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
     assert os.path.basename(first.path).startswith("baseline_0.08m_20")
     assert second.path != first.path and os.path.isfile(os.path.join(first.path, "model.pth"))
+    for run in (first, second):  # a run's config records the name it was saved under, the default one too
+        name = os.path.basename(run.path)
+        assert run.train_cfg.model_name == name == tools.load_configs(name, str(tmp_path))[1].model_name
     # save=False writes nothing until save_run
     unsaved = train(mcfg, tcfg, save=False, progress=False)
     assert unsaved.path is None
     path = save_run(unsaved, str(tmp_path), model_name="later")
     assert sorted(os.listdir(path)) == sorted(tools.RUN_FILES)
+    assert tools.load_configs("later", str(tmp_path))[1].model_name == "later" == unsaved.train_cfg.model_name
     with pytest.raises(ValueError, match="needs save=True"):
         train(mcfg, replace(tcfg, checkpoint_interval=1), save=False, progress=False)
 
