@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar, also in notebooks: a widget bar is saved as a stale "0/N" in the notebook
 
 import tools
 from config import ModelConfig, TrainConfig, from_dict, parse_overrides, replace, to_dict
@@ -362,7 +362,7 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
         clock["train_time_s"] += time.perf_counter() - t0
         done = step + 1
         if done % 10 == 0 or done == tcfg.max_iters:
-            bar.set_postfix(loss=f"{loss_value.item():.3f}", lr=f"{lr:.2e}",
+            bar.set_postfix(ntp=f"{float(model.loss_parts.get('ntp_loss', loss_value)):.3f}", lr=f"{lr:.2e}",
                             val=f"{log[-1]['val_ntp_loss']:.3f}" if log else "-", refresh=False)
         bar.update(1)
         if done % tcfg.eval_interval == 0 or done == tcfg.max_iters:

@@ -21,6 +21,18 @@ def test_committed_notebook_has_no_error_output(path):
             assert out.get("output_type") != "error", f"cell {i}: {out.get('ename')}: {out.get('evalue')}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.relpath(p, REPO_DIR) for p in NOTEBOOKS])
+def test_committed_notebook_outputs_stay_readable(path):
+    """No cell dumps a tensor's values, and no progress bar is saved as a widget (which shows a stale "0/N")."""
+    with open(path, encoding="utf-8") as f:
+        nb = json.load(f)
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            text = "".join(out.get("text", [])) + "".join(out.get("data", {}).get("text/plain", []))
+            assert "tensor([[" not in text, f"cell {i} prints a tensor's values: show its shape instead"
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), f"cell {i}: a widget"
+
+
 def test_testing_modules_notebook_runs(tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "out.ipynb"
@@ -50,4 +62,6 @@ def test_train_notebook_trains_and_saves(tmp_path):
                                         "data_cache_dir": str(tmp_path / "cache"), "model_name": "nb"}})
     text = out.read_text()
     assert "val_ntp_loss" in text and "Once upon a time" in text
+    assert "application/vnd.jupyter.widget-view+json" not in text  # a text bar, saved in its final state
+    assert "6/6" in text
     assert tools.list_runs(str(tmp_path / "trained")) == ["nb"]

@@ -232,6 +232,7 @@ def test_cli_trains_and_saves(tmp_path, data_cache_dir):
                   "--max_seq_len=32", "--max_iters=4", "--eval_interval=2", "--batch_size=4", "--eval_samples=1")
     assert out.returncode == 0, out.stderr
     assert "saved to" in out.stdout and "bits per byte" in out.stdout
+    assert "ntp=" in out.stderr and "loss=" not in out.stderr  # the bar shows the next-token loss, not the total
     assert tools.list_runs(str(tmp_path)) == ["cli"]
     _, tcfg = tools.load_configs("cli", str(tmp_path))
     assert tcfg.max_iters == 4 and tcfg.data_path == "../shared/data/tinystories_sample.txt"
