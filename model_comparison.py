@@ -85,6 +85,20 @@ def resolve_names(names=None, trained_dir: str | None = None) -> list[str]:
     return names
 
 
+MAIN_RUNS = ("baseline", "futureformer", "baseline_7layers")  # the README's main comparison
+
+
+def default_names(trained_dir: str | None = None, limit: int = 5) -> list[str]:
+    """A readable set of runs to compare: the README's main comparison when its runs are there, plus your
+    newest runs, at most `limit` in all (newest first after the main ones)."""
+    runs = tools.list_runs(trained_dir)
+    main = [n for n in MAIN_RUNS if n in runs]
+    root = trained_dir or tools.TRAINED_DIR
+    newest = sorted((n for n in runs if n not in main), reverse=True,
+                    key=lambda n: os.path.getmtime(os.path.join(root, n, "model.pth")))
+    return (main + newest)[:limit]
+
+
 # ---------------------------------------------------------------- loss curves
 
 
@@ -155,7 +169,8 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
                 logs.setdefault(label, []).append(_read_log(name, trained_dir))
             except FileNotFoundError as e:
                 warnings.warn(f"{name}: {e}; left out of the plot", stacklevel=2)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 2.5, 4.2), squeeze=False,
+                             layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics):
         for i, (label, runs) in enumerate(logs.items()):
@@ -190,13 +205,17 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
         ax.set_xscale("log" if log_x else "linear")
         ax.set_yscale("log" if log_y else "linear")
         ax.grid(alpha=0.3)
-        if ax.get_lines():
-            ax.legend(fontsize=8)
+    legend = {}  # one legend for the figure, beside the axes rather than over the curves
+    for ax in axes[0]:
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):
+                legend.setdefault(line.get_label(), line)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8)
     banded = any(len(runs) > 1 for runs in logs.values())
     fig.suptitle(("dashed: train, solid: val; dot: whole validation split" if splits else
                   "dot: whole validation split (final row of each log)")
                  + ("; band: lowest to highest seed" if banded else ""), fontsize=9)
-    fig.tight_layout()
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fig.savefig(path, dpi=110, format="png")
@@ -691,10 +710,14 @@ def summary_table(names=None, trained_dir: str | None = None, num_sequences: int
     return table.loc[names]
 
 
+TABLE_COLUMNS = ("params", "tokens", "tokens_per_s", "val_bpb", "eval_bpb", "top1_acc", "top5_acc")  # the default
+
+
 def format_table(table: pd.DataFrame, markdown: bool = False, columns=None) -> str:
     """The table as text: counts with thousands separators, losses and rates to 4 decimals, NaN as '-'.
     markdown=True writes a GitHub markdown table (numbers right-aligned), ready to paste into a README.
-    columns: show only these columns, in this order (an unknown one is a ValueError naming the known ones)."""
+    columns: show only these columns, in this order (an unknown one is a ValueError naming the known ones);
+    "default" = those of TABLE_COLUMNS the table has (a table that fits a terminal); None = all."""
     def fmt(col):
         if col in ("params", "steps", "tokens", "eval_sequences", "sequences", "targets", "fs_periods"):
             return lambda v: "-" if pd.isna(v) else f"{int(v):,}"
@@ -704,6 +727,8 @@ def format_table(table: pd.DataFrame, markdown: bool = False, columns=None) -> s
             return lambda v: "-" if pd.isna(v) else f"{v:.2e}"
         return lambda v: "-" if isinstance(v, float) and math.isnan(v) else (
             f"{v:.4f}" if isinstance(v, (float, np.floating)) else str(v))
+    if columns == "default":
+        columns = [c for c in TABLE_COLUMNS if c in table.columns]
     if columns is not None:
         columns = [columns] if isinstance(columns, str) else list(columns)
         unknown = [c for c in columns if c not in table.columns]
@@ -853,8 +878,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seq_len", type=int, default=None, help="window length (default: shortest max_seq_len)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--columns", default=None,
-                        help="comma-separated table columns to print, in this order (default: all)")
+    parser.add_argument("--columns", default="default",
+                        help="comma-separated table columns to print, in this order; all = every column "
+                             f"(default: {','.join(TABLE_COLUMNS)})")
     parser.add_argument("--markdown", action="store_true", help="print the table as a markdown table")
     parser.add_argument("--prompt", default=None,
                         help="also print each run's greedy continuation of this prompt (--max_len tokens)")
@@ -879,8 +905,8 @@ def main(argv=None) -> int:
         table = summary_table(names, args.trained_dir, None if args.num_sequences < 0 else args.num_sequences,
                               args.seq_len, batch_size=args.batch_size, device=args.device,
                               val_data_path=args.val_data_path)
-        print(format_table(table, markdown=args.markdown,
-                           columns=args.columns.split(",") if args.columns else None))
+        columns = {"default": "default", "all": None}.get(args.columns, args.columns.split(","))
+        print(format_table(table, markdown=args.markdown, columns=columns))
         if not args.no_compare and (len(names) > 1 or groups):
             cmp = compare(names, args.reference, groups, args.trained_dir, args.val_data_path, args.seq_len,
                           args.batch_size, args.device)

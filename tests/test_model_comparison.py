@@ -387,3 +387,31 @@ def test_cli_reference_and_groups(seed_runs, tmp_path):
     assert "copies = copy_a, copy_b" in r.stdout and png_ok(png) and png_ok(tmp_path / "intervals.png")
     r = run_cli("copy_a", f"--trained_dir={seed_runs}", f"--out={png}", "--group=bad")
     assert r.returncode == 2 and "--group=LABEL=RUN,RUN" in r.stderr
+
+
+# ---------------------------------------------------------------- readable by default
+
+
+def test_readable_defaults(seed_runs, tmp_path):
+    import shutil
+    import time
+
+    # default_names: the README's main runs first when present, then the newest, at most `limit`
+    root = tmp_path / "trained"
+    root.mkdir()
+    for i, name in enumerate(["old", "futureformer", "newer", "baseline", "newest"]):
+        shutil.copytree(os.path.join(seed_runs, "copy_a"), root / name, ignore=shutil.ignore_patterns("scores"))
+        os.utime(root / name / "model.pth", (time.time() + i, time.time() + i))
+    assert mc.default_names(str(root), limit=4) == ["baseline", "futureformer", "newest", "newer"]
+    # one legend for the figure, outside the axes, however many runs
+    fig = mc.plot_curves(["tb_s0", "copy_a", "copy_b"], metrics=("val_ntp_loss", "val_bpb"), trained_dir=seed_runs)
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["tb", "copy_a", "copy_b"]  # tb_s0, of group tb
+    mc.plt.close(fig)
+    # the CLI's table fits a terminal by default; --columns=all shows everything
+    r = run_cli("copy_a", "tb_s0", f"--trained_dir={seed_runs}", f"--out={tmp_path / 'c.png'}", "--no_compare")
+    assert r.returncode == 0, r.stderr
+    table = r.stdout.split("\n\n")[0].splitlines()
+    assert max(len(line) for line in table) <= 120 and "eval_bpb" in table[0] and "wall_s" not in table[0]
+    r = run_cli("copy_a", f"--trained_dir={seed_runs}", f"--out={tmp_path / 'c.png'}", "--columns=all")
+    assert r.returncode == 0 and "wall_s" in r.stdout and "fs_periods" in r.stdout
