@@ -85,6 +85,7 @@ class ModelConfig:
     fs_arrangement: str = "staggered"  # staggered: predict far chunks first, coarse to fine; parallel: all at once
     fs_memory: str = "horizon"        # predictions position t attends to: horizon, causal or self (DESIGN.md §3)
     fs_output_layer: str = "linear"   # head predicting each chunk: linear, mlp, or layer (a transformer layer first)
+    fs_head_norm: bool = True         # norm each head's input; False saves a norm per chunk (scale-free with cosine)
     fs_cross_rope: bool = True        # rotary positions on cross-attention keys at the time each prediction is about
     fs_attention: str = "sequential"  # how fs layers read the memory: sequential, parallel, joint, dual (layer.py)
     fs_shared_memory_kv: bool = False  # project each prediction's keys/values once for all future-sight layers

@@ -3,14 +3,15 @@
 Pre-norm residual branches, x = x + dropout(branch(norm(x))); with `second_resid_norm` each branch's
 output is normed again before it is added. A future-sight layer reads the memory as `fs_attention` says:
 'sequential' self-attention, then cross-attention with its own norm and residual; 'parallel' the two side
-by side from one norm, added to the residual together; 'joint' one attention over tokens and predictions.
+by side from one norm, added to the residual together; 'joint' one attention, one softmax over tokens and
+predictions; 'dual' self-attention's queries read the memory too, under a softmax of its own.
 """
 
 from torch import nn
 
 from modules.logging import LoggingModule, log_io
 from modules.mlp import MLP
-from modules.mqa import Cache, CrossAttention, FutureScale, JointAttention, SelfAttention
+from modules.mqa import Cache, CrossAttention, DualAttention, FutureScale, JointAttention, SelfAttention
 from modules.norm import Norm
 
 
@@ -25,9 +26,10 @@ class Layer(LoggingModule):
 
         self.fs_attention = cfg.fs_attention if cross_attention else None
         self.attn_norm, self.attn_out_norm = norm(), out_norm()
-        if self.fs_attention == "joint":
-            self.attn = JointAttention(cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta,
-                                       cfg.fs_memory, cfg.fs_cross_rope, cfg.fs_shared_memory_kv)
+        if self.fs_attention in ("joint", "dual"):
+            self.attn = {"joint": JointAttention, "dual": DualAttention}[self.fs_attention](
+                cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta, cfg.fs_memory, cfg.fs_cross_rope,
+                cfg.fs_shared_memory_kv)
         else:
             self.attn = SelfAttention(cfg.dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.theta)
         self.cross_attn = None
@@ -45,7 +47,7 @@ class Layer(LoggingModule):
     def forward(self, x, pos0: int = 0, cache: Cache | None = None, memory: list[FutureScale] | None = None):
         """memory: the future-sight predictions so far, already normed (Model.memory_norm)."""
         h = self.attn_norm(x)                                                                  # (B, T, D)
-        if self.fs_attention == "joint":  # one softmax over the tokens so far and the predictions
+        if self.fs_attention in ("joint", "dual"):  # one attention module reads the tokens and the predictions
             y = self.attn_out_norm(self.attn(h, memory, pos0, cache))
         else:
             y = self.attn_out_norm(self.attn(h, pos0, cache))

@@ -32,13 +32,15 @@ class FutureHead(LoggingModule):
     """Multi-scale output layer for one chunk: (B, T, D) -> (B, T, C, D).
 
     'linear': norm -> linear; 'mlp': norm -> MLP; 'layer': a full transformer layer (with its own
-    causal self-attention and KV cache) -> norm -> linear."""
+    causal self-attention and KV cache) -> norm -> linear. fs_head_norm=False leaves out the norm."""
 
     def __init__(self, cfg, num_vectors: int):
         super().__init__()
         self.C = num_vectors
         self.layer = Layer(cfg) if cfg.fs_output_layer == "layer" else None
-        self.norm = Norm(cfg.dim, cfg.norm_type, cfg.norm_affine, cfg.norm_bias, cfg.eps)
+        # fs_head_norm=False saves a norm: a linear head's input scale only scales the prediction, which the
+        # memory's norm and a cosine loss ignore (a learned per-channel scale is then the projection's to learn)
+        self.norm = Norm(cfg.dim, cfg.norm_type, cfg.norm_affine, cfg.norm_bias, cfg.eps) if cfg.fs_head_norm else None
         if cfg.fs_output_layer == "mlp":
             self.proj = MLP(cfg.dim, cfg.mlp_hidden_mult, cfg.mlp_nonlinearity, cfg.mlp_gated, cfg.mlp_bias,
                             out_dim=num_vectors * cfg.dim)
@@ -49,7 +51,9 @@ class FutureHead(LoggingModule):
     def forward(self, x, pos0: int = 0, cache: Cache | None = None):
         if self.layer is not None:
             x = self.layer(x, pos0, cache)
-        return self.proj(self.norm(x)).unflatten(-1, (self.C, x.shape[-1]))  # (B, T, C, D)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.proj(x).unflatten(-1, (self.C, x.shape[-1]))             # (B, T, C, D)
 
 
 class Model(LoggingModule):

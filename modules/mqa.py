@@ -321,17 +321,13 @@ class CrossAttention(LoggingModule):
         return self.Wo(y.reshape(B, T, self.Hq * self.hd))                                  # (B, T, D)
 
 
-class JointAttention(SelfAttention):
-    """Self-attention whose keys are the context's tokens and the future memory's predictions, under one
-    softmax (fs_attention='joint'): one module instead of self-attention followed by cross-attention.
+class DualAttention(SelfAttention):
+    """Self-attention whose queries also read the future memory, under a softmax of their own; the two
+    outputs are summed before the one output projection (fs_attention='dual'): the memory costs no query or
+    output projection, rotation, norm or residual of its own, only its attention.
 
-    Query t sees tokens 0..t and the predictions its memory mode allows (as CrossAttention). The two kinds of
-    keys are scored apart, each the cheap way (SDPA's fused kernel for the tokens, blocked windows for the
-    predictions), and joined exactly: the memory enters SDPA's softmax as one extra "anchor" key whose score
-    for query t is the log-sum-exp of t's memory scores, so the anchor's weight is the memory's share of the
-    joint softmax; the output is the tokens' part plus that share times the memory's attention output. An
-    extra channel of q, k and v carries the anchor (it makes SDPA about a third slower: 54 vs 40 ms, default
-    shapes, measured), still cheaper than a second attention's projections, norm and residual.
+    Query t sees the predictions its memory mode allows (as CrossAttention), with keys and values projected
+    by this module's Wkv, or by the model once for every layer (shared_kv).
     """
 
     def __init__(self, dim: int, num_q_heads: int, num_kv_heads: int, head_dim: int, theta: float,
@@ -341,14 +337,43 @@ class JointAttention(SelfAttention):
         self.memory_mode, self.use_rope = memory_mode, use_rope
         self.Wkv = None if shared_kv else nn.Linear(dim, 2 * num_kv_heads * head_dim, bias=False)
 
+    def _attend_memory(self, q, memory, pos0, cache, with_lse=False):
+        """attend_memory with self-attention's rotated queries q (B, Hq, T, hd): (B, T, Hq, hd) [, (B, T, Hq, 1)]."""
+        return attend_memory(q.transpose(1, 2).unflatten(2, (self.Hkv, -1)), memory_kv(self, memory, pos0, cache),
+                             memory_widths(memory, self.memory_mode), pos0, with_lse)
+
+    @log_io
+    def forward(self, x, memory: list[FutureScale], pos0: int = 0, cache: Cache | None = None):
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, pos0, cache)                                   # (B, Hq, T, hd), (B, Hkv, S, hd) x 2
+        S = k.shape[2]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(S, T, x.device), is_causal=(S == T and T > 1),
+                                           enable_gqa=self.Hq != self.Hkv)                  # (B, Hq, T, hd)
+        y = y.transpose(1, 2) + self._attend_memory(q, memory, pos0, cache)[0]             # (B, T, Hq, hd)
+        return self.Wo(y.reshape(B, T, self.Hq * self.hd))                                  # (B, T, D)
+
+
+class JointAttention(DualAttention):
+    """Self-attention whose keys are the context's tokens and the future memory's predictions, under one
+    softmax (fs_attention='joint'): one module instead of self-attention followed by cross-attention.
+
+    Query t sees tokens 0..t and the predictions its memory mode allows (as CrossAttention). The two kinds of
+    keys are scored apart, each the cheap way (SDPA's fused kernel for the tokens, blocked windows for the
+    predictions), and joined exactly: the memory enters SDPA's softmax as one extra "anchor" key whose score
+    for query t is the log-sum-exp of t's memory scores, so the anchor's weight is the memory's share of the
+    joint softmax; the output is the tokens' part plus that share times the memory's attention output. That
+    exactness costs time on a CPU: the extra channel of q, k and v that carries the anchor makes SDPA a third
+    slower (54 vs 40 ms forward + backward, default shapes) and the log-sum-exp doubles the memory attention's
+    time, so the whole module takes longer than self-attention and cross-attention apart (measured).
+    """
+
     @log_io
     def forward(self, x, memory: list[FutureScale], pos0: int = 0, cache: Cache | None = None):
         B, T, _ = x.shape
         hd = self.hd
         q, k, v = self._qkv(x, pos0, cache)                                   # (B, Hq, T, hd), (B, Hkv, S, hd) x 2
         S = k.shape[2]
-        y_mem, lse = attend_memory(q.transpose(1, 2).unflatten(2, (self.Hkv, -1)), memory_kv(self, memory, pos0, cache),
-                                   memory_widths(memory, self.memory_mode), pos0, with_lse=True)  # (B, T, Hq, hd | 1)
+        y_mem, lse = self._attend_memory(q, memory, pos0, cache, with_lse=True)             # (B, T, Hq, hd | 1)
         # the anchor: key [0.., 1] scores q's extra channel, lse / scale, and its value [0.., 1] reads out its weight
         q = torch.cat([q, lse.transpose(1, 2) * math.sqrt(hd)], -1)                          # (B, Hq, T, hd + 1)
         anchor = F.pad(k.new_ones(1, 1, 1, 1), (hd, 0)).expand(B, self.Hkv, 1, hd + 1)

@@ -31,6 +31,7 @@ OPTIONS = {
     "fs_cross_rope": [True, False],
     "fs_attention": list(config.FS_ATTENTIONS),
     "fs_shared_memory_kv": [False, True],
+    "fs_head_norm": [True, False],
     "fs_detach_targets": [True, False],
     "pool_type": list(config.POOL_TYPES),
     "pre_pool_norm": [True, False],
@@ -67,6 +68,7 @@ def _build(choice: dict) -> ModelConfig:
         fs_loss_lambda=choice["fs_loss_lambda"], fs_arrangement=choice["fs_arrangement"], fs_memory=choice["fs_memory"],
         fs_output_layer=choice["fs_output_layer"], fs_cross_rope=choice["fs_cross_rope"],
         fs_attention=choice["fs_attention"], fs_shared_memory_kv=choice["fs_shared_memory_kv"],
+        fs_head_norm=choice["fs_head_norm"],
         fs_detach_targets=choice["fs_detach_targets"], pool_type=choice["pool_type"],
         pre_pool_norm=choice["pre_pool_norm"], pool_output_linear=choice["pool_output_linear"],
         pool_bias=choice["pool_bias"], compress_freq=freq, compress_freq_n=n,
@@ -85,7 +87,7 @@ def sample_configs(n: int = 120, seed: int = 0) -> list[ModelConfig]:
             choice["pool_type"], choice["pool_output_linear"] = rng.choice(["sum", "mean", "max"]), False
         elif learned:  # a learned pooler needs gradient through the targets
             choice["fs_detach_targets"] = False
-        if choice["fs_attention"] == "joint":  # joint attention scores the memory with self-attention's heads
+        if choice["fs_attention"] in ("joint", "dual"):  # these read the memory with self-attention's heads
             choice["ca_heads"] = (None, None, None)
         for _ in range(20):  # a compression schedule must divide every chunk: try others if it does not
             try:

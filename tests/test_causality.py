@@ -18,7 +18,7 @@ from modules.model import Model
 CONFIGS = sample_configs(120)
 FS_ONLY = {"fs_loss", "fs_arrangement", "fs_memory", "fs_output_layer", "fs_cross_rope", "fs_detach_targets",
            "pool_type", "pre_pool_norm", "pool_output_linear", "pool_bias", "compress", "ca_heads", "fs_mult",
-           "fs_loss_lambda", "fs_attention", "fs_shared_memory_kv"}
+           "fs_loss_lambda", "fs_attention", "fs_shared_memory_kv", "fs_head_norm"}
 T = 24
 
 

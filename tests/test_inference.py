@@ -148,6 +148,7 @@ CONFIGS = {
     "parallel-causal-shared-kv": {"fs_attention": "parallel", "fs_memory": "causal", "fs_shared_memory_kv": True,
                                   "fs_arrangement": "parallel"},
     "joint-self-odd-T": {"fs_attention": "joint", "fs_memory": "self", "max_seq_len": 15},
+    "dual-shared-kv-no-head-norm": {"fs_attention": "dual", "fs_shared_memory_kv": True, "fs_head_norm": False},
 }
 
 

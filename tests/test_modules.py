@@ -13,7 +13,16 @@ from modules.logging import LoggingModule, log_io
 from modules.loss import Loss, chunk_loss, chunk_valid, chunk_windows, target_cosine
 from modules.mlp import MLP, hidden_width
 from modules.model import Model
-from modules.mqa import Cache, CrossAttention, FutureScale, JointAttention, SelfAttention, project_memory, rope
+from modules.mqa import (
+    Cache,
+    CrossAttention,
+    DualAttention,
+    FutureScale,
+    JointAttention,
+    SelfAttention,
+    project_memory,
+    rope,
+)
 from modules.norm import Norm
 from modules.pool_ops import Pooler, compression
 
@@ -159,13 +168,14 @@ def dense_memory(attn, memory, T, Wkv=None):
 
 
 def dense_attention(attn, q, k, v, allowed):
-    """softmax over the allowed keys, written out: q (B, T, Hq, hd), k and v (B, N, Hkv, hd), allowed (T, N)."""
+    """softmax over the allowed keys, written out: q (B, T, Hq, hd), k and v (B, N, Hkv, hd), allowed (T, N);
+    the heads' outputs side by side, (B, T, Hq * hd)."""
     B, T = q.shape[:2]
     G = attn.Hq // attn.Hkv
     k, v = k.repeat_interleave(G, dim=2), v.repeat_interleave(G, dim=2)                  # (B, N, Hq, hd)
     scores = torch.einsum("bthd,bnhd->bhtn", q, k) / math.sqrt(attn.hd)
     y = torch.einsum("bhtn,bnhd->bthd", scores.masked_fill(~allowed, float("-inf")).softmax(-1), v)
-    return attn.Wo(y.reshape(B, T, -1))
+    return y.reshape(B, T, -1)
 
 
 def dense_cross_attention(ca, x, memory):
@@ -174,17 +184,21 @@ def dense_cross_attention(ca, x, memory):
     q = ca.Wq(x).view(B, T, ca.Hq, ca.hd)
     if ca.use_rope:
         q = rope(q, torch.arange(T)[:, None], ca.theta)
-    return dense_attention(ca, q, *dense_memory(ca, memory, T))
+    return ca.Wo(dense_attention(ca, q, *dense_memory(ca, memory, T)))
 
 
-def dense_joint_attention(ja, x, memory, Wkv=None):
-    """A slow reference: one softmax over the tokens 0..t and the allowed predictions, all written out."""
+def dense_joint_attention(ja, x, memory):
+    """A slow reference: one softmax over the tokens 0..t and the allowed predictions, all written out (or,
+    for DualAttention, a softmax over each, the two outputs summed)."""
     B, T, _ = x.shape
     q, k, v = ja.Wqkv(x).view(B, T, -1, ja.hd).split([ja.Hq, ja.Hkv, ja.Hkv], 2)
     q, k = rope(q, torch.arange(T)[:, None], ja.theta), rope(k, torch.arange(T)[:, None], ja.theta)
-    mk, mv, allowed = dense_memory(ja, memory, T, Wkv)
+    mk, mv, allowed = dense_memory(ja, memory, T)
     causal = torch.ones(T, T, dtype=torch.bool).tril()
-    return dense_attention(ja, q, torch.cat([k, mk], 1), torch.cat([v, mv], 1), torch.cat([causal, allowed], 1))
+    if isinstance(ja, JointAttention):
+        return ja.Wo(dense_attention(ja, q, torch.cat([k, mk], 1), torch.cat([v, mv], 1),
+                                     torch.cat([causal, allowed], 1)))
+    return ja.Wo(dense_attention(ja, q, k, v, causal) + dense_attention(ja, q, mk, mv, allowed))
 
 
 @pytest.mark.parametrize("mode", CrossAttention.MODES)
@@ -212,14 +226,16 @@ def in_parts(attn, x, memory, cuts=(5, 9)):
     return torch.cat(out, 1)
 
 
+@pytest.mark.parametrize("cls", [JointAttention, DualAttention])
 @pytest.mark.parametrize("mode", CrossAttention.MODES)
 @pytest.mark.parametrize("use_rope", [True, False])
 @pytest.mark.parametrize("heads", [(4, 2), (2, 2)])
-def test_joint_attention_matches_dense_reference(mode, use_rope, heads):
-    """One softmax over tokens and predictions: the anchor-key construction equals the written-out attention,
-    whole and in cached parts, and so do its gradients (which reach the memory through the anchor)."""
+def test_joint_and_dual_attention_match_dense_reference(cls, mode, use_rope, heads):
+    """Joint: one softmax over tokens and predictions, the anchor-key construction equals the written-out
+    attention, whole and in cached parts, and so do its gradients (which reach the memory through the anchor).
+    Dual: the same with a softmax over each."""
     torch.manual_seed(1)
-    ja = JointAttention(D, *heads, 6, 1e4, mode, use_rope).eval()
+    ja = cls(D, *heads, 6, 1e4, mode, use_rope).eval()
     x = torch.randn(B, T, D, requires_grad=True)
     memory = [FutureScale(2, torch.randn(B, T, 2, D, requires_grad=True), 4, 7),
               FutureScale(1, torch.randn(B, T, 1, D, requires_grad=True), 2, 3)]
@@ -235,7 +251,7 @@ def test_joint_attention_matches_dense_reference(mode, use_rope, heads):
     assert_grads(ja.train(), ja(x, memory))
 
 
-@pytest.mark.parametrize("cls", [CrossAttention, JointAttention])
+@pytest.mark.parametrize("cls", [CrossAttention, JointAttention, DualAttention])
 @pytest.mark.parametrize("mode", CrossAttention.MODES)
 def test_shared_memory_kv_reads_the_keys_the_model_attached(cls, mode):
     """shared_kv: no Wkv of its own; keys and values projected once (project_memory) give the same output."""
@@ -420,7 +436,8 @@ def test_parallel_layer_adds_both_attentions_from_one_norm():
 def test_future_sight_layer_options_change_the_parameters_as_documented():
     params = {name: dict(Model(tiny(**kw)).named_parameters()) for name, kw in {
         "sequential": {}, "parallel": {"fs_attention": "parallel"}, "joint": {"fs_attention": "joint"},
-        "shared": {"fs_shared_memory_kv": True}, "joint-shared": {"fs_attention": "joint", "fs_shared_memory_kv": True}
+        "dual": {"fs_attention": "dual"}, "shared": {"fs_shared_memory_kv": True},
+        "joint-shared": {"fs_attention": "joint", "fs_shared_memory_kv": True}, "no-head-norm": {"fs_head_norm": False},
     }.items()}
     size = {name: sum(p.numel() for p in ps.values()) for name, ps in params.items()}
     kv = params["sequential"]["fs_layers.0.cross_attn.Wkv.weight"].numel()
@@ -429,13 +446,15 @@ def test_future_sight_layer_options_change_the_parameters_as_documented():
     assert size["joint"] == size["sequential"] - 3 * (cross - kv)                           # a memory Wkv stays
     assert size["shared"] == size["sequential"] - 2 * kv                                   # one Wkv instead of three
     assert size["joint-shared"] == size["joint"] - 2 * kv
+    assert size["dual"] == size["joint"]                                                   # same parameters
+    assert size["no-head-norm"] == size["sequential"] - 3 * D
     assert "memory_kv.weight" in params["shared"] and "fs_layers.2.attn.Wkv.weight" in params["joint"]
     assert not any(".Wkv." in n for n in params["joint-shared"])
 
 
 @pytest.mark.parametrize("kw,message", [({"fs_attention": "both"}, "fs_attention='both'.*sequential"),
                                         ({"fs_shared_memory_kv": "yes"}, "fs_shared_memory_kv='yes'"),
-                                        ({"fs_attention": "joint", "ca_head_dim": 8}, "ca_head_dim=8.*joint")])
+                                        ({"fs_attention": "dual", "ca_head_dim": 8}, "ca_head_dim=8.*dual")])
 def test_future_sight_layer_options_are_checked(kw, message):
     with pytest.raises(ValueError, match=message):
         tiny(**kw)
@@ -457,7 +476,8 @@ def test_baseline_has_no_future_sight_parameters():
                                 {"fs_output_layer": "mlp", "fs_arrangement": "parallel"},
                                 {"fs_attention": "joint", "fs_shared_memory_kv": True},
                                 {"fs_attention": "joint", "fs_memory": "causal", "fs_arrangement": "parallel"},
-                                {"fs_attention": "parallel", "fs_shared_memory_kv": True, "fs_memory": "self"}])
+                                {"fs_attention": "parallel", "fs_shared_memory_kv": True, "fs_memory": "self"},
+                                {"fs_attention": "dual", "fs_shared_memory_kv": True, "fs_head_norm": False}])
 def test_model_shapes_and_every_parameter_gets_a_gradient(kw):
     cfg = tiny(**kw)
     model = Model(cfg)
@@ -501,7 +521,8 @@ def test_too_long_input_is_a_clear_error():
 
 @pytest.mark.parametrize("kw", [{}, {"fs_memory": "causal", "fs_output_layer": "layer"}, {"fs_loss": "bce"},
                                 {"fs_attention": "joint", "fs_shared_memory_kv": True},
-                                {"fs_attention": "joint", "fs_memory": "causal"}])
+                                {"fs_attention": "joint", "fs_memory": "causal"},
+                                {"fs_attention": "dual", "fs_shared_memory_kv": True, "fs_head_norm": False}])
 def test_bf16_autocast_trains_and_stays_close_to_fp32(kw):
     """The CUDA path trains under bf16 autocast; on the CPU the same code runs, as a check of dtypes."""
     torch.manual_seed(0)
@@ -523,7 +544,8 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(kw):
 
 @pytest.mark.parametrize("kw", [{"fs_periods": 0}, {}, {"fs_memory": "causal", "fs_loss": "bce"},
                                 {"fs_attention": "joint", "fs_shared_memory_kv": True},
-                                {"fs_attention": "parallel", "fs_memory": "self"}])
+                                {"fs_attention": "parallel", "fs_memory": "self"},
+                                {"fs_attention": "dual", "fs_shared_memory_kv": True, "fs_head_norm": False}])
 def test_training_forward_traces_without_graph_breaks(kw):
     """torch.compile (the CUDA option of training) gets the whole training forward as one graph: no
     data-dependent shapes, no .item() syncs."""
