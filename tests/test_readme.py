@@ -1,0 +1,98 @@
+"""The README's command blocks run as written, in order, from a fresh copy of the repository, and its file
+structure section matches the tree.
+
+Every ```bash block of README.md is run by bash, in order, in a copy of the repository beside a link to
+../shared (so the README's relative data paths hold). Commands are shortened, never changed otherwise: training
+gets a few steps (--max_iters=4 ...), generation a few tokens, the benchmarks their smallest settings. The set-up
+and test lines (pip, python -m pytest) are left out: the suite is what runs them. ```text blocks are synopses.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import tools
+
+README = os.path.join(tools.REPO_DIR, "README.md")
+TINY = "--dim=32 --num_layers=3 --max_seq_len=32 --fs_periods=2"
+SHORTER = {  # script -> what is appended to its command lines
+    "train.py": "--max_iters=4 --eval_interval=2 --eval_samples=1 --batch_size=4",
+    "inference.py": "--max_len=8",
+    "model_comparison.py": "",
+    "benchmarks/train_speed.py": f"--steps=1 --batch_size=2 {TINY}",
+    "benchmarks/train_loop_speed.py": f"--steps=2 --rounds=1 --batch_size=2 {TINY.rsplit(' ', 1)[0]}",
+    "benchmarks/generate_speed.py": f"--tokens=40 --repeats=1 {TINY}",
+    "benchmarks/tokenizer_speed.py": "--repeat=1",
+}
+SKIP = ("pip ", "python -m pytest")
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def shortened(block: str) -> str:
+    """The block with continuation lines joined, set-up and test lines dropped, and SHORTER's options added to
+    each command (before any trailing comment)."""
+    out = []
+    for line in block.replace("\\\n", " ").splitlines():
+        if line.startswith(SKIP):
+            continue
+        m = re.match(r"^python (\S+)", line)
+        if m:
+            script = m.group(1)
+            assert script in SHORTER, f"the README runs {script}: add how to shorten it to tests/test_readme.py"
+            command, _, comment = line.partition("  #")
+            line = f"{command.rstrip()} {SHORTER[script]}".rstrip()
+        out.append(line)
+    return "\n".join(out)
+
+
+def test_shortening_keeps_commands_and_drops_set_up():
+    block = "pip install -r requirements.txt\nV=x\npython train.py --a=1 \\\n    --b=2  # a comment\n"
+    assert shortened(block) == f"V=x\npython train.py --a=1      --b=2 {SHORTER['train.py']}"
+
+
+@pytest.mark.skipif(not os.path.isfile(tools.VALID_SAMPLE_PATH), reason="no TinyStories data beside the repository")
+def test_readme_command_blocks_run_in_order_from_a_fresh_copy(tmp_path):
+    blocks = bash_blocks(open(README, encoding="utf-8").read())
+    assert len(blocks) >= 5
+    repo = tmp_path / "repo"
+    shutil.copytree(tools.REPO_DIR, repo, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "venv", "data_cache", "scores", "checkpoints", "__pycache__", "*.out.ipynb", ".*_cache"))
+    os.symlink(os.path.realpath(os.path.join(tools.REPO_DIR, "..", "shared")), tmp_path / "shared")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+           "MPLBACKEND": "Agg"}
+    for i, block in enumerate(blocks):
+        script = shortened(block)
+        if not script.strip():
+            continue
+        r = subprocess.run(["bash", "-e", "-c", script], cwd=repo, env=env, capture_output=True, text=True,
+                           timeout=900)
+        assert r.returncode == 0, f"README block {i + 1} failed:\n{script}\n--- stderr:\n{r.stderr[-3000:]}"
+        assert "Traceback" not in r.stderr, f"README block {i + 1}:\n{r.stderr[-3000:]}"
+    assert "my_first_ff" in tools.list_runs(str(repo / "trained"))
+
+
+def _tree_section() -> str:
+    text = open(README, encoding="utf-8").read()
+    return re.search(r"^## File structure\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M).group(1)
+
+
+def test_file_structure_section_names_every_tracked_top_level_file():
+    """Every file and folder at the top of the repository (and every module of modules/) appears in the README's
+    file structure section, and everything it names exists."""
+    section = _tree_section()
+    named = set(re.findall(r"`([^`\s]+?)`", section))
+    top = {n for n in os.listdir(tools.REPO_DIR) if not n.startswith(".") and n not in (
+        "data_cache", "venv", "__pycache__")} | {".ci/run"}
+    for name in sorted(top):
+        shown = name + "/" if os.path.isdir(os.path.join(tools.REPO_DIR, name)) else name
+        assert shown in named or name in named, f"README's file structure does not mention {shown}"
+    for module in os.listdir(os.path.join(tools.REPO_DIR, "modules")):
+        if module.endswith(".py") and module != "__init__.py":
+            assert module in named, f"README's file structure does not mention modules/{module}"
