@@ -11,6 +11,7 @@ Use `config.replace` rather than `dataclasses.replace`: the latter copies derive
 """
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -46,6 +47,8 @@ def _check_range(field, value, lo=None, hi=None, lo_open=False, hi_open=False, k
     if isinstance(value, bool) or not isinstance(value, kind):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise _bad(field, value, f"must be a number ({names})")
+    if not math.isfinite(value):
+        raise _bad(field, value, "must be a finite number")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise _bad(field, value, f"must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -257,6 +260,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _remember_derived(self)
+        for name in ("model_name", "group"):
+            _check_name(name, getattr(self, name))
         for name in ("batch_size", "max_iters", "eval_interval", "eval_samples"):
             _check_range(name, getattr(self, name), lo=1, kind=int)
         if self.checkpoint_interval is not None:
@@ -282,6 +287,17 @@ class TrainConfig:
             raise _bad("warmup_iters", self.warmup_iters,
                        f"warmup_iters + final_flat_iters ({self.final_flat_iters}) must not exceed "
                        f"max_iters={self.max_iters}")
+
+
+def _check_name(field, value) -> None:
+    """A run (or group) name is a folder name under trained_dir: no path separators, no '..', not absolute."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(field, value, "must be a non-empty name")
+    if "/" in value or "\\" in value or os.sep in value or value in (".", "..") or os.path.isabs(value):
+        raise _bad(field, value, "must be a plain folder name (runs live under trained_dir; to put them "
+                                 "elsewhere, pass --trained_dir=PATH)")
 
 
 def _remember_derived(cfg) -> None:

@@ -99,6 +99,44 @@ def default_names(trained_dir: str | None = None, limit: int = 5) -> list[str]:
     return (main + newest)[:limit]
 
 
+# ---------------------------------------------------------------- writing plots, safely
+
+PLOT_MARK = "FutureFormer model_comparison.py"  # written into every PNG this file saves (its Software field)
+
+
+def check_plot_path(path: str, any_png: bool = False) -> None:
+    """A plot may go anywhere but into a run's folder, and may replace only a PNG this file wrote (any PNG with
+    any_png, for the command line's own default file): so a mistyped --out can never overwrite weights, a log,
+    a config or anyone's picture. ValueError otherwise."""
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    while True:
+        if os.path.isfile(os.path.join(folder, "model_config.json")) or os.path.isfile(
+                os.path.join(folder, "model.pth")):
+            raise ValueError(f"{path} is inside the run folder {folder}: plots never go into a run's folder; "
+                             "choose another --out (e.g. trained/model_comparison.png)")
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    if os.path.isdir(full):
+        raise ValueError(f"{path} is a folder: give a file name for the plot, e.g. {os.path.join(path, 'plot.png')}")
+    if os.path.exists(full):
+        with open(full, "rb") as f:
+            head = f.read(4096)
+        if not (head.startswith(b"\x89PNG\r\n\x1a\n") and (any_png or PLOT_MARK.encode() in head)):
+            raise ValueError(f"{path} exists and is not a plot model_comparison.py wrote: it is left as it is; "
+                             "choose another --out, or move that file away")
+
+
+def save_plot(fig, path: str, any_png: bool = False) -> None:
+    """fig as a PNG at `path` (check_plot_path first), marked as this file's so that it may be replaced."""
+    check_plot_path(path, any_png)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tools.replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
+                                                           metadata={"Software": PLOT_MARK}))
+
+
 # ---------------------------------------------------------------- loss curves
 
 
@@ -217,8 +255,7 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
                   "dot: whole validation split (final row of each log)")
                  + ("; band: lowest to highest seed" if banded else ""), fontsize=9)
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=110, format="png")
+        save_plot(fig, path)
     return fig
 
 
@@ -616,8 +653,7 @@ def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
     fig = ax.figure
     fig.tight_layout()
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=110, format="png")
+        save_plot(fig, path)
     return fig
 
 
@@ -894,6 +930,13 @@ def main(argv=None) -> int:
         return 2
     trim = int(args.trim) if args.trim >= 1 else args.trim
     out = args.out or os.path.join(args.trained_dir or tools.TRAINED_DIR, "model_comparison.png")
+    try:
+        check_plot_path(out, any_png=args.out is None)  # the default file is this command's own
+        if args.compare_out:
+            check_plot_path(args.compare_out)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     groups = {}
     for spec in args.group:
         label, eq, members = spec.partition("=")
@@ -918,7 +961,8 @@ def main(argv=None) -> int:
                 print(f"intervals drawn to {os.path.abspath(args.compare_out)}")
         fig = plot_curves(names, args.metrics.split(","), x=args.x, log_x=args.log_x, log_y=args.log_y, trim=trim,
                           splits=args.splits.split(",") if args.splits else None, trained_dir=args.trained_dir,
-                          path=out, groups=groups)
+                          groups=groups)
+        save_plot(fig, out, any_png=args.out is None)
     except (FileNotFoundError, tools.DataSourceError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -30,9 +30,18 @@ VALID_SAMPLE_PATH = os.path.join(REPO_DIR, "..", "shared", "data", "tinystories_
 
 
 def read_stories(path: str) -> list[str]:
-    """The stories of a raw TinyStories text file (stories separated by <|endoftext|>), stripped."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    """The stories of a raw TinyStories text file (stories separated by <|endoftext|>), stripped. A file that
+    is not UTF-8 text is a ValueError naming the file and where it stops being text."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start:,}): give a "
+                         f"text file of stories separated by {EOT}") from None
+    if "\x00" in text:
+        raise ValueError(f"{path} holds NUL bytes at offset {text.index(chr(0)):,}: it is a binary file, not a "
+                         f"text file of stories separated by {EOT}")
     return [s.strip() for s in text.split(EOT) if s.strip()]
 
 
@@ -482,35 +491,89 @@ def run_path(name: str, trained_dir: str | None = None) -> str:
     raise FileNotFoundError(f"no trained model {name!r} in {root}.{hint} Runs there: {runs or 'none yet'}")
 
 
+def replace_atomically(path: str, write) -> None:
+    """Write a file through `write(tmp_path)` and move it into place, so that an interrupted write leaves the
+    old file (or none), never a half-written one; the temporary file is removed whatever happens."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def check_finite(state: dict, what: str) -> None:
+    """Refuse to save weights that are not all finite: a NaN written to disk is a run lost."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(f"not saving {what}: {len(bad)} tensor(s) hold NaN or infinite values "
+                                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+
+
 def save_configs(path: str, mcfg, tcfg) -> None:
     """Write model_config.json and train_config.json into the run folder `path` (created if needed)."""
     from config import to_dict
 
     os.makedirs(path, exist_ok=True)
     for fname, cfg in (("model_config.json", mcfg), ("train_config.json", tcfg)):
-        with open(os.path.join(path, fname), "w") as f:
-            json.dump(to_dict(cfg), f, indent=2)
-            f.write("\n")
+        replace_atomically(os.path.join(path, fname), lambda tmp, cfg=cfg: write_text(tmp, json.dumps(
+            to_dict(cfg), indent=2) + "\n"))
 
 
 def save_model(path: str, model, mcfg, tcfg) -> None:
-    """Write model.pth and both configs into the run folder `path` (created if needed)."""
-    save_configs(path, mcfg, tcfg)
+    """Write model.pth and both configs into the run folder `path` (created if needed); weights that are not
+    all finite are refused (FloatingPointError) and nothing is written."""
     model = getattr(model, "_orig_mod", model)  # a torch.compile'd model saves its plain state dict
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, os.path.join(path, "model.pth.tmp"))
-    os.replace(os.path.join(path, "model.pth.tmp"), os.path.join(path, "model.pth"))
+    check_finite(state, os.path.join(path, "model.pth"))
+    save_configs(path, mcfg, tcfg)
+    replace_atomically(os.path.join(path, "model.pth"), lambda tmp: torch.save(state, tmp))
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; anything larger is not one
+
+
+def read_json(path: str, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> dict:
+    """A JSON object from a file, checked before anything is built from it: present, at most max_bytes,
+    valid JSON, an object. Every failure is a ValueError (FileNotFoundError if missing) naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: a run folder needs its {what}")
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ValueError(f"{path} is {size:,} bytes, more than the {max_bytes:,} a {what} can be: not a {what}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text: not a {what}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
+                         f"a damaged {what}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object: not a {what}")
+    return value
 
 
 def load_configs(name: str, trained_dir: str | None = None):
-    """(ModelConfig, TrainConfig) of a saved run."""
+    """(ModelConfig, TrainConfig) of a saved run; a missing, damaged or invalid config file is an error that
+    names the file."""
     from config import ModelConfig, TrainConfig, from_dict
 
     path = run_path(name, trained_dir)
     out = []
     for fname, cls in (("model_config.json", ModelConfig), ("train_config.json", TrainConfig)):
-        with open(os.path.join(path, fname)) as f:
-            out.append(from_dict(cls, json.load(f)))
+        file = os.path.join(path, fname)
+        values = read_json(file, f"{cls.__name__} ({fname})")
+        try:
+            out.append(from_dict(cls, values))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{file}: {e}") from None
     return tuple(out)
 
 
@@ -522,17 +585,55 @@ def load_model(name: str, trained_dir: str | None = None, device: str = "cpu"):
     path = run_path(name, trained_dir)
     mcfg, _ = load_configs(path)
     model = Model(mcfg)
-    state = torch.load(os.path.join(path, "model.pth"), map_location="cpu", weights_only=True)
+    file = os.path.join(path, "model.pth")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{file} is missing: the run has no saved weights (did it finish?)")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, pickled code: torch raises several kinds
+        raise ValueError(f"{file} is not a readable model file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "it may be truncated or damaged: train the run again or restore the file") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{file} is not a state dict of tensors")
+    check_weights(state, model.state_dict(), file)
     model.load_state_dict(state)
     model.to(pick_device(device)).eval()
     return model, get_tokenizer(mcfg.tokenizer, mcfg.vocab_len), mcfg
 
 
+def check_weights(saved: dict, expected: dict, file: str) -> None:
+    """Saved weights must fit the model their config builds: a ValueError that says which sizes differ."""
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in saved and saved[k].shape != v.shape]
+    if missing or extra or shapes:
+        parts = ([f"sizes differ (saved vs config): {'; '.join(shapes[:3])}{'; ...' if len(shapes) > 3 else ''}"]
+                 if shapes else [])
+        parts += [f"{len(missing)} weight(s) missing (e.g. {missing[0]})"] if missing else []
+        parts += [f"{len(extra)} unexpected (e.g. {extra[0]})"] if extra else []
+        raise ValueError(f"{file} holds the weights of another configuration than its model_config.json: "
+                         + ", ".join(parts))
+
+
+LOG_REQUIRED = ("step", "tokens", "full_val", "val_ntp_loss", "val_bpb")
+
+
 def read_log(name: str, trained_dir: str | None = None):
-    """The run's log_data.csv as a pandas DataFrame (one row per evaluation)."""
+    """The run's log_data.csv as a pandas DataFrame (one row per evaluation). A log that cannot be read, lacks
+    the columns every log has, or holds something other than numbers is a ValueError naming the file."""
     import pandas as pd
 
     path = os.path.join(run_path(name, trained_dir), "log_data.csv")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: the run has no training log")
-    return pd.read_csv(path)
+    try:
+        log = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable CSV log ({type(e).__name__}: {str(e).strip()[:120]})") from None
+    missing = [c for c in LOG_REQUIRED if c not in log.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing} every training log has: a damaged log")
+    text = [c for c in log.columns if len(log) and not pd.api.types.is_numeric_dtype(log[c])]
+    if text:
+        raise ValueError(f"{path} holds values that are not numbers in column(s) {text}: a damaged log")
+    return log

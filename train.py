@@ -31,6 +31,8 @@ import contextlib
 import csv
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -170,13 +172,13 @@ def evaluate_split(model, data, split: str, mcfg: ModelConfig, batch_size: int, 
 
 
 def _write_log(path: str, rows: list[dict], columns: list[str]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    tools.replace_atomically(path, write)
 
 
 def _reserve_folder(root: str, name: str | None, default: str) -> str:
@@ -210,6 +212,8 @@ class Run:
     train_cfg: TrainConfig
     log: list = field(default_factory=list)
     path: str | None = None
+    stopped_at: int | None = None     # the last completed step, when training was interrupted (Ctrl-C)
+    resume_from: str | None = None    # the checkpoint written then
 
     def log_frame(self):
         import pandas as pd
@@ -239,21 +243,61 @@ def _checkpoint(path: str, step: int, model, opt, gen, state: dict, mcfg, tcfg) 
     folder = os.path.join(path, "checkpoints")
     os.makedirs(folder, exist_ok=True)
     file = os.path.join(folder, f"step_{step:06d}.pt")
-    ckpt = {"step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tools.check_finite(weights, f"the checkpoint {file}")
+    ckpt = {"step": step, "model": weights,
             "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "batch_rng": gen.get_state(),
             "model_config": to_dict(mcfg), "train_config": to_dict(tcfg), **state}
     if torch.cuda.is_available():
         ckpt["cuda_rng"] = torch.cuda.get_rng_state_all()
-    torch.save(ckpt, file + ".tmp")
-    os.replace(file + ".tmp", file)
+    tools.replace_atomically(file, lambda tmp: torch.save(ckpt, tmp))
     return file
+
+
+def _last_checkpoint(path: str | None) -> str | None:
+    folder = os.path.join(path, "checkpoints") if path else None
+    if not folder or not os.path.isdir(folder):
+        return None
+    files = sorted(f for f in os.listdir(folder) if re.fullmatch(r"step_\d+\.pt", f))
+    return os.path.join(folder, files[-1]) if files else None
 
 
 def load_checkpoint(path: str) -> dict:
     """A checkpoint written by train(): plain tensors, numbers and dicts, loaded with weights_only=True."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a checkpoint at all
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120]}); it may be truncated: resume from an earlier one") from None
+    missing = [k for k in ("step", "model", "optimizer", "model_config", "train_config", "log") if k not in ckpt]
+    if not isinstance(ckpt, dict) or missing:
+        raise ValueError(f"{path} is not a checkpoint written by train.py (missing {missing})")
+    return ckpt
+
+
+def _resume_folder(resume: str, ckpt: dict, tcfg: TrainConfig) -> tuple[str, TrainConfig]:
+    """Where a resumed run continues: its own folder, unless that would lose something. A folder whose run
+    finished (model.pth), or whose log_data.csv runs past the checkpoint's step (a later crash, or resuming
+    an earlier checkpoint), is kept as it is and the run continues in a new folder beside it, NAME_from_<step>."""
+    path = os.path.dirname(os.path.dirname(os.path.abspath(resume)))
+    logged = 0
+    log_file = os.path.join(path, "log_data.csv")
+    if os.path.isfile(log_file):
+        with open(log_file, newline="") as f:
+            steps = [int(float(r["step"])) for r in csv.DictReader(f) if r.get("step")]
+        logged = max(steps, default=0)
+    finished = os.path.isfile(os.path.join(path, "model.pth"))
+    if not finished and logged <= ckpt["step"]:
+        return path, tcfg
+    name = f"{os.path.basename(path)}_from_{ckpt['step']}"
+    new = _reserve_folder(os.path.dirname(path), None, name)
+    why = "finished" if finished else f"has logged up to step {logged}"
+    print(f"{path} {why}, past the checkpoint's step {ckpt['step']}: it is left as it is, and the run continues "
+          f"in {new}", file=sys.stderr)
+    tcfg = replace(tcfg, model_name=os.path.basename(new))
+    return new, tcfg
 
 
 # ---------------------------------------------------------------- the loop
@@ -303,7 +347,11 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         start, log = ckpt["step"], list(ckpt["log"])
         clock = {k: ckpt[k] for k in clock}
-        path = os.path.dirname(os.path.dirname(os.path.abspath(resume)))
+        path, tcfg = _resume_folder(resume, ckpt, tcfg)
+        if not os.path.isfile(os.path.join(path, "train_config.json")) or tcfg.model_name != train_cfg.model_name:
+            tools.save_configs(path, mcfg, tcfg)
+        if log:
+            _write_log(os.path.join(path, "log_data.csv"), log, log_columns(mcfg))
     elif save:
         path = _reserve_folder(trained_dir or tools.TRAINED_DIR, tcfg.model_name,
                                default_name(mcfg, model.num_params()))
@@ -311,6 +359,7 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
         tools.save_configs(path, mcfg, tcfg)  # now, so that even a crashed run says what it was
     else:
         path = None
+    created = path if ckpt is None else None  # removed again if the run fails before its first step
     columns = log_columns(mcfg)
     fpt = flops_per_token(mcfg)
     step_model = torch.compile(model) if tcfg.compile else model
@@ -343,45 +392,118 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=os.path.basename(path) if path else "training",
                unit="step", dynamic_ncols=True, disable=not progress)
     t_start = time.perf_counter() - clock["elapsed_s"]
-    grad_norms, x, y = [], None, None
-    for step in range(start, tcfg.max_iters):
-        t0 = time.perf_counter()
-        lr = lr_at(step, tcfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, y = tools.get_batch(data, "train", tcfg.batch_size, mcfg.max_seq_len, mcfg.lookahead, gen)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(device, tcfg):
-            _, loss = step_model(x, y)
-        loss_value = loss.detach()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf"))
-        opt.step()
-        grad_norms.append(norm)
-        clock["train_time_s"] += time.perf_counter() - t0
-        done = step + 1
-        if done % 10 == 0 or done == tcfg.max_iters:
-            bar.set_postfix(ntp=f"{float(model.loss_parts.get('ntp_loss', loss_value)):.3f}", lr=f"{lr:.2e}",
-                            val=f"{log[-1]['val_ntp_loss']:.3f}" if log else "-", refresh=False)
-        bar.update(1)
-        if done % tcfg.eval_interval == 0 or done == tcfg.max_iters:
-            row = log_row(done, [float(n) for n in grad_norms], full=done == tcfg.max_iters)
-            grad_norms = []
-            clock["elapsed_s"] = row["elapsed_s"] = time.perf_counter() - t_start
-            log.append(row)
-            if path:
-                _write_log(os.path.join(path, "log_data.csv"), log, columns)
-        if path and tcfg.checkpoint_interval and done % tcfg.checkpoint_interval == 0 and done < tcfg.max_iters:
-            clock["elapsed_s"] = time.perf_counter() - t_start
-            _checkpoint(path, done, model, opt, gen, {"log": log, **clock}, mcfg, tcfg)
+    grad_norms = list(ckpt.get("grad_norms", [])) if ckpt is not None else []  # since the last log row
+    stop = _StopFlag()
+    done = start
+    try:
+        with stop:
+            for step in range(start, tcfg.max_iters):
+                t0 = time.perf_counter()
+                lr = lr_at(step, tcfg)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x, y = tools.get_batch(data, "train", tcfg.batch_size, mcfg.max_seq_len, mcfg.lookahead, gen)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with autocast(device, tcfg):
+                    _, loss = step_model(x, y)
+                loss_value = loss.detach()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf"))
+                if not bool(torch.isfinite(loss_value) & torch.isfinite(norm)):  # before the step spoils the weights
+                    raise NonFiniteError(step + 1, float(loss_value), float(norm), _last_checkpoint(path), tcfg)
+                opt.step()
+                grad_norms.append(float(norm))
+                clock["train_time_s"] += time.perf_counter() - t0
+                done = step + 1
+                created = None
+                if done % 10 == 0 or done == tcfg.max_iters:
+                    bar.set_postfix(ntp=f"{float(model.loss_parts.get('ntp_loss', loss_value)):.3f}", lr=f"{lr:.2e}",
+                                    val=f"{log[-1]['val_ntp_loss']:.3f}" if log else "-", refresh=False)
+                bar.update(1)
+                if done % tcfg.eval_interval == 0 or done == tcfg.max_iters:
+                    row = log_row(done, grad_norms, full=done == tcfg.max_iters)
+                    grad_norms = []
+                    clock["elapsed_s"] = row["elapsed_s"] = time.perf_counter() - t_start
+                    log.append(row)
+                    if path:
+                        _write_log(os.path.join(path, "log_data.csv"), log, columns)
+                if path and done < tcfg.max_iters and (
+                        stop or (tcfg.checkpoint_interval and done % tcfg.checkpoint_interval == 0)):
+                    clock["elapsed_s"] = time.perf_counter() - t_start
+                    file = _checkpoint(path, done, model, opt, gen, {"log": log, "grad_norms": grad_norms, **clock},
+                                       mcfg, tcfg)
+                if stop and done < tcfg.max_iters:
+                    break
+    except BaseException:
+        bar.close()
+        if created and os.path.isdir(created):  # failed before its first step: leave no folder to block the name
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     bar.close()
     model.eval()
     run = Run(model=model, model_cfg=mcfg, train_cfg=tcfg, log=log, path=path)
+    if done < tcfg.max_iters:  # Ctrl-C: stopped cleanly after a completed step
+        run.stopped_at = done
+        if path:
+            run.resume_from = file
+            print(f"\ninterrupted after step {done} of {tcfg.max_iters}: checkpoint saved to {file}, log so far in "
+                  f"{os.path.join(path, 'log_data.csv')}. Continue with:\n  python train.py --resume={file}",
+                  file=sys.stderr)
+        else:
+            print(f"\ninterrupted after step {done} of {tcfg.max_iters}: nothing is saved (save=False); "
+                  "save_run(run) keeps the model as it is", file=sys.stderr)
+        return run
     if path:
         tools.save_model(path, model, mcfg, tcfg)
         _write_log(os.path.join(path, "log_data.csv"), log, columns)
     return run
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or the gradient norm stopped being a number: training stops at that step, before the
+    optimizer writes it into the weights."""
+
+    def __init__(self, step, loss, norm, checkpoint, tcfg):
+        where = (f"the last good checkpoint is {checkpoint} (python train.py --resume={checkpoint})" if checkpoint
+                 else "there is no checkpoint to go back to")
+        super().__init__(f"step {step}: the loss is {loss} and the gradient norm {norm}; training stopped before "
+                         f"the step reached the weights, and nothing non-finite is saved; {where}. Try a lower "
+                         f"lr_max (now {tcfg.lr_max}) or grad_clip (now {tcfg.grad_clip})")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class _StopFlag:
+    """Ctrl-C (SIGINT) during training sets the flag instead of interrupting: the loop finishes its step,
+    checkpoints and stops. A second Ctrl-C interrupts at once. Only in the main thread (signals are delivered
+    there); elsewhere Ctrl-C keeps its usual effect."""
+
+    def __init__(self):
+        self.set, self._old = False, None
+
+    def __bool__(self):
+        return self.set
+
+    def _handler(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        print("\nCtrl-C: stopping after this step (press again to stop at once)", file=sys.stderr)
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 # ---------------------------------------------------------------- equal compute, seeds
@@ -431,6 +553,8 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds, *, traine
     for seed, name in zip(seeds, seed_names(base, seeds)):
         tcfg = replace(train_cfg, seed=seed, model_name=name, group=base)
         runs.append(train(model_cfg, tcfg, trained_dir=trained_dir, data=data, progress=progress))
+        if runs[-1].stopped_at is not None:  # Ctrl-C: the seeds after this one are not started
+            break
     return runs
 
 
@@ -494,9 +618,11 @@ def main(argv: list[str]) -> int:
             runs = train_seeds(mcfg, tcfg, seeds, trained_dir=extra.get("trained_dir"))
         else:
             runs = [train(mcfg, tcfg, trained_dir=extra.get("trained_dir"), resume=extra.get("resume"))]
-    except (tools.DataSourceError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (tools.DataSourceError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
+    if runs[-1].stopped_at is not None:
+        return 130  # interrupted: train() said where the checkpoint is and how to resume
     for run in runs:
         last = run.log[-1]
         print(f"saved to {run.path}\nvalidation (whole validation split): NTP loss {last['val_ntp_loss']:.4f}, "

@@ -39,6 +39,9 @@ GPT4_PATTERN = (
 SIZES = (128, 256, 512, 1024, 2048, 4096, 8192)  # built besides the alphabet alone ("chars")
 SPECIALS = ("<bos>", "<eos>", "<pad>")  # ids vocab_len, vocab_len + 1, vocab_len + 2
 FORMAT = "futureformer-char-bpe-1"  # the "format" field of a model file
+MODEL_FIELDS = {"name": str, "vocab_len": int, "specials": dict, "pattern": (str, type(None)), "trained_on": dict,
+                "alphabet": list, "merges": list}  # what a model file holds, and of which type
+MAX_MODEL_BYTES = 64 << 20  # an 8192-token model is about 200 KB
 
 _SHIFT = 20  # a pair (a, b) is keyed as a << _SHIFT | b while training (ids below 2**20)
 _CACHE_LIMIT = 1 << 20  # pieces kept in an encoder's cache before it starts afresh
@@ -179,13 +182,33 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
-        """A tokenizer from a JSON model file (see `to_json`)."""
-        with open(path, encoding="utf-8") as f:
-            model = json.load(f)
-        if model.get("format") != FORMAT:
+        """A tokenizer from a JSON model file (see `to_json`). The file is checked before anything is built
+        from it: its size, that it is JSON of this format, and every field's type; any failure is one
+        ValueError naming the file and what is wrong."""
+        path = Path(path)
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ValueError(f"{path} is {size:,} bytes, more than a tokenizer model file can be "
+                             f"({MAX_MODEL_BYTES:,})")
+        try:
+            model = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not a JSON tokenizer model file ({type(e).__name__}: {e})") from None
+        if not isinstance(model, dict) or model.get("format") != FORMAT:
             raise ValueError(f"{path} is not a tokenizer model file of format {FORMAT!r}")
-        tokenizer = cls(model["alphabet"], model["merges"], model["pattern"], model["name"],
-                        model["trained_on"])
+        for key, kind in MODEL_FIELDS.items():
+            if key not in model or not isinstance(model[key], kind) or isinstance(model[key], bool):
+                raise ValueError(f"{path}: field {key!r} must be {kind}, "
+                                 f"is {type(model.get(key)).__name__ if key in model else 'missing'}")
+        if not all(isinstance(c, str) for c in model["alphabet"]):
+            raise ValueError(f"{path}: the alphabet must be a list of characters")
+        if not all(isinstance(m, list) and len(m) == 2 and all(type(i) is int for i in m) for m in model["merges"]):
+            raise ValueError(f"{path}: every merge must be a pair of integer ids [left, right]")
+        try:
+            tokenizer = cls(model["alphabet"], model["merges"], model["pattern"], model["name"],
+                            model["trained_on"])
+        except (ValueError, TypeError, regex.error) as e:
+            raise ValueError(f"{path}: {e}") from None
         if tokenizer.vocab_len != model["vocab_len"] or model["specials"] != tokenizer._specials():
             raise ValueError(f"{path}: vocab_len or specials do not match its alphabet and merges")
         return tokenizer
