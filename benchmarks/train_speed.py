@@ -1,6 +1,6 @@
 """Training-step speed: the plain baseline vs FutureFormer settings with the same trunk, measured in one run.
 
-    python benchmarks/train_speed.py [--steps=10] [--batch_size=32] [--settings=default,fastest] [--key=value ...]
+    python benchmarks/train_speed.py [--steps=10] [--batch_size=32] [--settings=default,lean,fastest] [--key=value ...]
 
 Every model uses the default ModelConfig (any --key=value overrides it for all of them); the baseline has
 fs_periods=0, and each FutureFormer setting (SETTINGS, chosen with --settings) adds its own options. Steps
@@ -20,14 +20,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config import ModelConfig, parse_overrides, replace  # noqa: E402
 from modules.model import Model  # noqa: E402
 
-# FutureFormer settings, as ModelConfig changes on top of the command line's (modules/layer.py, config.py)
+# FutureFormer settings, as ModelConfig changes on top of the command line's (modules/layer.py, config.py):
+# lean = the cheapest future-sight layer options with the default memory rule; fastest = lean reading only
+# the predictions made at each position itself (fs_memory='self', DESIGN.md §3)
 SETTINGS = {
     "default": {},
     "parallel": {"fs_attention": "parallel"},
     "joint": {"fs_attention": "joint"},
     "dual": {"fs_attention": "dual"},
     "shared_kv": {"fs_shared_memory_kv": True},
-    "fastest": {"fs_attention": "dual", "fs_shared_memory_kv": True, "fs_head_norm": False},
+    "lean": {"fs_attention": "dual", "fs_shared_memory_kv": True, "fs_head_norm": False},
+    "fastest": {"fs_attention": "dual", "fs_shared_memory_kv": True, "fs_head_norm": False, "fs_memory": "self"},
 }
 
 
@@ -35,7 +38,7 @@ def parse(argv):
     """(options, ModelConfig overrides) from --key=value arguments (config.parse_overrides)."""
     (overrides,), opts = parse_overrides(argv, ModelConfig, extra={"steps": int, "batch_size": int,
                                                                    "seq_len": int | None, "settings": str})
-    opts = {"steps": 10, "batch_size": 32, "seq_len": None, "settings": "default,fastest", **opts}
+    opts = {"steps": 10, "batch_size": 32, "seq_len": None, "settings": "default,lean,fastest", **opts}
     opts["settings"] = [s for s in opts["settings"].split(",") if s]
     unknown = [s for s in opts["settings"] if s not in SETTINGS]
     if unknown or not opts["settings"]:
