@@ -43,7 +43,9 @@ def _mean_window(width: int, T: int) -> float:
 
 
 def _cross_attention(cfg, scales: list[int], T: int) -> dict:
-    """Forward FLOPs per token of one future-sight layer's cross-attention over the chunks `scales` (k's)."""
+    """Forward FLOPs per token of one future-sight layer's reading of the memory, the chunks `scales` (k's).
+    fs_attention 'joint' and 'dual' read it with self-attention's queries and output projection (no Wq, Wo of
+    their own); with fs_shared_memory_kv the keys and values are the model's, counted once in `flops_breakdown`."""
     D, Hq, Hkv, hd = cfg.dim, cfg.ca_num_q_heads, cfg.ca_num_kv_heads, cfg.ca_head_dim
     vectors = [cfg.chunk_vectors[k - 1] for k in scales]
     lasts = [cfg.chunk_offsets[k - 1][1] for k in scales]
@@ -53,7 +55,9 @@ def _cross_attention(cfg, scales: list[int], T: int) -> dict:
         keys = sum(vectors)
     else:  # causal
         keys = sum(vectors) * (T + 1) / 2
-    return {"linear": 2 * D * Hq * hd + 2 * Hq * hd * D + 2 * D * 2 * Hkv * hd * sum(vectors),
+    own_qo = cfg.fs_attention not in ("joint", "dual")
+    own_kv = not cfg.fs_shared_memory_kv
+    return {"linear": own_qo * (2 * D * Hq * hd + 2 * Hq * hd * D) + own_kv * 2 * D * 2 * Hkv * hd * sum(vectors),
             "attention": 2 * 2 * Hq * hd * keys}
 
 
@@ -74,6 +78,8 @@ def flops_breakdown(cfg, seq_len: int | None = None) -> dict:
         scales = list(range(P, P - j - 1, -1)) if cfg.fs_arrangement == "staggered" else list(range(1, P + 1))
         for key, value in _cross_attention(cfg, scales, T).items():
             out["cross_attention"][key] += value
+    if P and cfg.fs_shared_memory_kv:  # every prediction's keys and values projected once, for all layers
+        out["cross_attention"]["linear"] += 2 * D * 2 * cfg.ca_num_kv_heads * cfg.ca_head_dim * sum(cfg.chunk_vectors)
     for c in cfg.chunk_vectors:
         head = {"linear": 2 * D * c * D, "attention": 0.0}
         if cfg.fs_output_layer == "mlp":

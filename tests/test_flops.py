@@ -37,6 +37,19 @@ def test_flops_per_token_by_hand():
     assert flops_per_token(base, seq_len=1) - 3 * 3 * 2 * 2 * 2 * 8 == pytest.approx(6 * matmul_params)
 
 
+def test_future_sight_layer_options_by_hand():
+    """'joint' and 'dual' drop cross-attention's own query and output projections (16 x 16 each, per fs layer);
+    a shared memory projects each of the 2 predictions' keys and values once (16 -> 2 x 8) instead of once per
+    layer that reads it (1 + 2 = 3 projections, staggered)."""
+    base = flops_per_token(ModelConfig(**SMALL))
+    for attention in ("joint", "dual"):
+        cfg = ModelConfig(**SMALL, fs_attention=attention)
+        assert base - flops_per_token(cfg) == pytest.approx(3 * 2 * (2 * 2 * 16 * 16))
+    shared = ModelConfig(**SMALL, fs_shared_memory_kv=True)
+    assert base - flops_per_token(shared) == pytest.approx(3 * (3 - 2) * 2 * 16 * 2 * 8)
+    assert flops_per_token(ModelConfig(**SMALL, fs_attention="parallel", fs_head_norm=False)) == pytest.approx(base)
+
+
 def test_memory_modes_and_arrangements_count_their_keys():
     cfg = ModelConfig(**SMALL)
     keys = {m: flops_breakdown(replace(cfg, fs_memory=m))["cross_attention"]["attention"] / (2 * 2 * 16)
@@ -51,7 +64,11 @@ def test_memory_modes_and_arrangements_count_their_keys():
 @pytest.mark.parametrize("overrides", [dict(fs_periods=0), dict(fs_loss="bce"),
                                        dict(fs_loss="bce", fs_output_layer="mlp", fs_arrangement="parallel"),
                                        dict(fs_loss="bce", compress_freq="constant", compress_freq_n=2,
-                                            weight_tying=False, mlp_gated=False)])
+                                            weight_tying=False, mlp_gated=False),
+                                       dict(fs_loss="bce", fs_attention="parallel"),
+                                       dict(fs_loss="bce", fs_attention="joint", fs_shared_memory_kv=True),
+                                       dict(fs_loss="bce", fs_attention="dual", fs_shared_memory_kv=True,
+                                            fs_head_norm=False, fs_arrangement="parallel")])
 def test_linear_layers_match_pytorchs_count(overrides):
     """torch's FlopCounterMode counts every matmul a forward pass does; the estimate's linear-layer part must
     equal its count of the linear layers (mm, addmm) exactly. (fs_loss='bce' because the cosine loss logs a
