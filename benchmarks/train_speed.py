@@ -6,7 +6,9 @@ Every model uses the default ModelConfig (any --key=value overrides it for all o
 fs_periods=0, and each FutureFormer setting (SETTINGS, chosen with --settings) adds its own options. Steps
 alternate between the models so that all see the same machine load. The fastest step of each (the one least
 disturbed by whatever else the machine did) gives tokens per second and the ratio to the baseline (goal: a
-setting <= 1.15x, the default no worse than 1.38x); the ratio of the medians is printed beside it.
+setting <= 1.15x, the default no worse than 1.38x); the ratio of the medians is printed beside it. Each model's
+achieved FLOP/s (modules/flops.py's training FLOPs per token x tokens per second of its fastest step) is printed as
+a share of the fp32 matmul peak measured in the same run (benchmarks/machine.py), before and after the steps.
 """
 
 import os
@@ -17,7 +19,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from machine import matmul_peak  # noqa: E402
+
 from config import ModelConfig, parse_overrides, replace  # noqa: E402
+from modules.flops import flops_per_token  # noqa: E402
 from modules.model import Model  # noqa: E402
 
 # FutureFormer settings, as ModelConfig changes on top of the command line's (modules/layer.py, config.py):
@@ -73,6 +78,7 @@ def main(argv):
 
     for model, opt, x, y, _ in runs.values():  # warm-up
         step(model, opt, x, y)
+    peaks = [matmul_peak()]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {B} x {T} tokens, "
           f"{opts['steps']} alternating steps each")
     for _ in range(opts["steps"]):
@@ -80,6 +86,8 @@ def main(argv):
             t0 = time.perf_counter()
             step(model, opt, x, y)
             times.append(time.perf_counter() - t0)
+    peaks.append(matmul_peak())
+    peak = max(peaks)
     best = {name: min(r[4]) for name, r in runs.items()}
     med = {name: statistics.median(r[4]) for name, r in runs.items()}
     ratios = {}
@@ -88,6 +96,12 @@ def main(argv):
         print(f"{name:>16}: {best[name] * 1e3:8.1f} ms/step (median {med[name] * 1e3:.1f})  "
               f"{B * T / best[name]:9.0f} tokens/s  {ratios[name]:.2f}x the baseline "
               f"(medians {med[name] / med['baseline']:.2f}x)")
+    print(f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s (before the steps {peaks[0] / 1e9:.1f}, "
+          f"after {peaks[1] / 1e9:.1f}); a training step, counting modules/flops.py's FLOPs per token:")
+    for name, cfg in configs.items():
+        achieved = flops_per_token(cfg, T) * B * T / best[name]
+        print(f"{name:>16}: {flops_per_token(cfg, T) / 1e6:6.2f} MFLOP/token, {achieved / 1e9:6.1f} GFLOP/s, "
+              f"{achieved / peak:5.1%} of the peak")
     for name in list(runs)[1:]:
         goal = "before the options: 1.32-1.38x" if name == "FutureFormer" else "goal: a setting <= 1.15x"
         print(f"{name} / baseline step time: {ratios[name]:.2f}x ({goal}); "

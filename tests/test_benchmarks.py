@@ -20,7 +20,9 @@ def bench(script, *args):
 
 
 def test_train_speed_benchmark_runs():
-    assert "FutureFormer / baseline step time" in bench("train_speed.py", "--steps=2", "--batch_size=2", *TINY)
+    text = bench("train_speed.py", "--steps=2", "--batch_size=2", *TINY)
+    assert "FutureFormer / baseline step time" in text and "fp32 matmul peak measured in this run" in text
+    assert text.count("of the peak") == 4  # the baseline and the three default settings
 
 
 def test_generate_speed_benchmark_runs():
