@@ -7,9 +7,9 @@ G = Hq // Hkv queries per key head, hd head dim, C vectors per future chunk, N k
 No dropout on attention weights: on a CPU it forces SDPA's slow path and doubled the training step
 (measured); dropout acts on the residual branches instead (modules/layer.py).
 
-Rotary encodings use real arithmetic (cos/sin of position x frequency), computed from the positions
-themselves: no complex numbers (Apple's MPS has no complex64) and no table that positions could run
-past (cross-attention keys sit at future positions, beyond max_seq_len).
+Rotary encodings use real arithmetic (cos/sin of position x frequency): no complex numbers (Apple's MPS
+has no complex64), and a table of positions that grows when a position runs past it (cross-attention keys
+sit at future positions, beyond max_seq_len).
 """
 
 import math
@@ -23,40 +23,48 @@ from modules.logging import LoggingModule, log_io
 
 
 def rope_tables(pos, half: int, theta: float):
-    """cos and sin of the rotation angles pos * theta^(-i/half), i < half: (..., half) each."""
+    """The (cos, sin) that `rope` multiplies by, (..., 2 * half) each, of the angles pos * theta^(-i/half), i < half:
+    cos twice, and sin with its first half negated, so that a rotation is two products and a sum."""
     freqs = theta ** (-torch.arange(half, device=pos.device, dtype=torch.float32) / half)  # (hd/2,)
     angles = pos.to(torch.float32).unsqueeze(-1) * freqs                                 # (..., hd/2)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)                         # (..., hd) x 2
 
 
 _TABLES: dict = {}
 
 
-def rope_range_tables(pos0: int, T: int, half: int, theta: float, device):
-    """rope_tables of positions pos0 .. pos0 + T - 1, (T, half) each, kept for reuse: every self-attention
-    layer of a forward pass rotates the same positions (and training always the same 0 .. T - 1), so
-    they are computed once rather than twice per layer. Made outside inference mode, so that tables made
-    while generating can later be saved for backward by training."""
-    key = (pos0, T, half, float(theta), str(device))
-    tables = _TABLES.get(key)
-    if tables is None:
-        if len(_TABLES) > 256:  # decoding visits one position after another: keep the memory bounded
-            _TABLES.clear()
+def rope_range_tables(pos0: int, T: int, half: int, theta: float, device, ahead: tuple | None = None):
+    """rope_tables of positions pos0 .. pos0 + T - 1, (T, hd) each; with `ahead`, a tuple of N offsets, of
+    positions t + a for each t and a, (T, N, 1, hd) each (the future memory's keys, one key-head axis).
+
+    Read from one table of positions 0 .. L - 1 per head size and base, made once and grown by doubling: a
+    decoding step then rotates by slicing it, not by computing cos and sin again in every layer, and every
+    path reads the same numbers. Made outside inference mode, so that a table made while generating can
+    later be saved for backward by training."""
+    key, n = (half, float(theta), str(device)), pos0 + T + (max(ahead) if ahead else 0)
+    table = _TABLES.get(key)
+    if table is None or table[0].shape[0] < n:
         with torch.inference_mode(False), torch.no_grad():
-            tables = _TABLES[key] = rope_tables(torch.arange(pos0, pos0 + T, device=device), half, theta)
-    return tables
+            L = max(n, 512, 2 * table[0].shape[0] if table is not None else 0)
+            table = _TABLES[key] = rope_tables(torch.arange(L, device=device), half, theta)  # (L, hd) x 2
+    if ahead is None:
+        return table[0][pos0:pos0 + T], table[1][pos0:pos0 + T]                          # (T, hd) x 2
+    pos = torch.arange(pos0, pos0 + T, device=device)[:, None] + torch.tensor(ahead, device=device)  # (T, N)
+    return table[0][pos].unsqueeze(-2), table[1][pos].unsqueeze(-2)                      # (T, N, 1, hd) x 2
 
 
 def rope(x, pos=None, theta: float = 10_000.0, tables=None):
     """Rotate pairs (x[i], x[i + hd/2]) of the last dim by angle pos * theta^(-2i/hd).
 
     x: (..., hd); pos: integer positions broadcastable to x.shape[:-1], or instead `tables`, the
-    (cos, sin) of rope_tables, broadcastable to (..., hd/2). https://arxiv.org/abs/2104.09864
+    (cos, sin) of rope_tables, broadcastable to (..., hd). https://arxiv.org/abs/2104.09864
+    As x * [cos, cos] + [x2, x1] * [-sin, sin]: four operations, not eight (half a decoding step's rope time,
+    measured), and the very same numbers as [x1 cos - x2 sin, x1 sin + x2 cos]. Computed in float32.
     """
-    half = x.shape[-1] // 2
-    cos, sin = tables if tables is not None else rope_tables(pos, half, theta)
-    x1, x2 = x.float().split(half, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+    cos, sin = tables if tables is not None else rope_tables(pos, x.shape[-1] // 2, theta)
+    y = x * cos + x.roll(x.shape[-1] // 2, -1) * sin                   # a bf16 x meets float32 tables: float32
+    return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 class KVCache:
@@ -101,7 +109,7 @@ class SelfAttention(LoggingModule):
         """Rotated queries (B, Hq, T, hd) of x, and keys and values (B, Hkv, S, hd) of every position so far."""
         B, T, _ = x.shape
         qkv = self.Wqkv(x).view(B, T, self.Hq + 2 * self.Hkv, self.hd).transpose(1, 2)    # (B, Hq + 2Hkv, T, hd)
-        tables = rope_range_tables(pos0, T, self.hd // 2, self.theta, x.device)               # (T, hd/2) x 2
+        tables = rope_range_tables(pos0, T, self.hd // 2, self.theta, x.device)               # (T, hd) x 2
         qk = rope(qkv[:, :self.Hq + self.Hkv], tables=tables)      # queries and keys rotated together
         q, k, v = qk[:, :self.Hq], qk[:, self.Hq:], qkv[:, self.Hq + self.Hkv:]             # (B, H.., T, hd)
         if cache is not None:
@@ -157,10 +165,9 @@ def project_memory(Wkv, memory: list[FutureScale], s0: int, num_kv_heads: int, h
     k, v = Wkv(vectors).view(B, T, N, 2, num_kv_heads, head_dim).unbind(3)                  # (B, T, N, Hkv, hd)
     if use_rope:
         # each key sits at the time its prediction is about: s + a_k (+ the sub-window's start if C > 1)
-        ahead = torch.cat([m.first + (m.last - m.first + 1) // m.vectors.shape[2]
-                           * torch.arange(m.vectors.shape[2], device=k.device) for m in memory])  # (N,)
-        pos = torch.arange(s0, s0 + T, device=k.device)[:, None] + ahead                     # (T, N)
-        k = rope(k, pos.unsqueeze(-1), theta)
+        ahead = tuple(m.first + (m.last - m.first + 1) // m.vectors.shape[2] * j
+                      for m in memory for j in range(m.vectors.shape[2]))                  # N offsets
+        k = rope(k, tables=rope_range_tables(s0, T, head_dim // 2, theta, k.device, ahead))  # (B, T, N, Hkv, hd)
     return k, v
 
 
