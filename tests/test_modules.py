@@ -23,7 +23,7 @@ from modules.mqa import (
     project_memory,
     rope,
 )
-from modules.norm import Norm
+from modules.norm import Norm, rms_norm
 from modules.pool_ops import Pooler, compression
 
 B, T, D = 2, 12, 16
@@ -89,6 +89,21 @@ def test_norm(norm_type, affine, bias):
     assert len(list(norm.parameters())) == affine + bias
     if affine:
         assert_grads(norm, y)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_fused_rms_norm_is_the_written_out_one_bit_for_bit(affine):
+    """Norm takes F.rms_norm's fused op for fp32 RMSNorm: the same values and gradients as rms_norm, exactly."""
+    norm = Norm(D, "RMSNorm", affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.normal_()
+    x = torch.randn(B, T, D, requires_grad=True) * 3 + 1
+    y = norm(x)
+    written = rms_norm(x.float(), norm.eps) * (norm.weight if affine else 1)
+    assert torch.equal(y, written)
+    g = torch.randn_like(y)
+    assert torch.equal(*(torch.autograd.grad(t, x, g, retain_graph=True)[0] for t in (y, written)))
 
 
 def test_norm_rejects_unknown_type():
