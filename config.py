@@ -250,7 +250,7 @@ class TrainConfig:
     T_mult: float = 2.0               # each annealing cycle is T_mult times longer than the one before
     seed: int = 0                     # seeds the weights and the batches
     device: str = "auto"              # auto (CUDA, then MPS, then CPU), cuda, mps or cpu
-    compile: bool = False             # torch.compile the model: slow to start, pays off on CUDA for long runs
+    compile: bool | None = None       # torch.compile the model; None = auto: on CPU or CUDA for runs of >= 500 steps
     bf16: bool = True                 # bf16 autocast on CUDA (ignored on CPU and MPS, which train in fp32)
     # --- data ---
     data_path: str | None = None      # a local text file of stories separated by <|endoftext|>; None = the hub
@@ -276,6 +276,8 @@ class TrainConfig:
         _check_range("num_restarts", self.num_restarts, lo=0, kind=int)
         _check_range("T_mult", self.T_mult, lo=0, lo_open=True)
         _check_choice("device", self.device, DEVICES)
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise _bad("compile", self.compile, "must be true, false or None (auto)")
         _check_range("val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
         if self.warmup_iters is None:
             self.warmup_iters = int(0.05 * self.max_iters)
@@ -437,9 +439,10 @@ def parse_overrides(args: list[str], *classes, extra: dict | None = None) -> tup
             raise ValueError(f"--{key} is given twice ({seen[key]!r} and {arg!r}): give each option once")
         seen[key] = arg
         index, annotation = owners[key]
+        is_bool = annotation is bool or bool in getattr(annotation, "__args__", ())  # bool, or bool | None
         if not eq:  # --key value, or a bare --flag for a bool
-            if annotation is bool or (args and args[0].startswith("--")) or not args:
-                if annotation is not bool:
+            if is_bool or (args and args[0].startswith("--")) or not args:
+                if not is_bool:
                     raise ValueError(f"--{key} needs a value: --{key}=...")
                 text = "true"
             else:

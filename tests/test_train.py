@@ -287,3 +287,49 @@ def test_match_flops_gives_a_baseline_the_futureformers_compute(tmp_path, tiny_r
     out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={root}",
                   "--model_name=x", "--match_flops=no_such_run")
     assert out.returncode == 2 and "no trained model 'no_such_run'" in out.stderr
+
+
+# ---------------------------------------------------------------- torch.compile
+
+
+def test_compile_is_automatic_for_long_runs_on_cpu_and_cuda():
+    from train import AUTO_COMPILE_STEPS, will_compile
+
+    long, short = TrainConfig(max_iters=AUTO_COMPILE_STEPS), TrainConfig(max_iters=AUTO_COMPILE_STEPS - 1)
+    assert will_compile(long, "cpu") and will_compile(long, "cuda") and not will_compile(long, "mps")
+    assert not will_compile(short, "cpu")
+    assert will_compile(replace(short, compile=True), "cpu") and not will_compile(replace(long, compile=False), "cpu")
+
+
+@needs_sample
+def test_a_failing_compile_falls_back_to_eager_with_the_same_numbers(tmp_path, data_cache_dir, monkeypatch):
+    import train as train_module
+
+    mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=6, eval_interval=3, dropout_rate=0.1)
+    eager = train(mcfg, replace(tcfg, compile=False), save=False, progress=False)
+
+    def broken_compile(model, **kwargs):
+        def fails(*args, **kw):
+            raise RuntimeError("no C++ compiler (simulated)")
+        return fails
+
+    monkeypatch.setattr(train_module.torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
+        fallen = train(mcfg, replace(tcfg, compile=True), save=False, progress=False)
+    for a, b in zip(fallen.log, eager.log, strict=True):
+        assert {k: v for k, v in a.items() if k not in ("elapsed_s", "tokens_per_s")} == {
+            k: v for k, v in b.items() if k not in ("elapsed_s", "tokens_per_s")}
+
+
+@needs_sample
+def test_compiled_training_matches_eager(data_cache_dir, capsys):
+    """A real compile (tens of seconds): with dropout off, compiled and eager training give the same losses to
+    float tolerance; the start-up lines say it compiled and how long the first step took."""
+    mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=3, eval_interval=3, dropout_rate=0.0, num_layers=3,
+                              fs_periods=1, dim=16)
+    eager = train(mcfg, replace(tcfg, compile=False), save=False, progress=False)
+    compiled = train(mcfg, replace(tcfg, compile=True), save=False, progress=True)
+    err = capsys.readouterr().err
+    assert "compiling the training step with torch.compile" in err and "compiled: the first step took" in err
+    for key in ("train_ntp_loss", "val_ntp_loss", "grad_norm"):
+        assert compiled.log[-1][key] == pytest.approx(eager.log[-1][key], rel=1e-4), key
