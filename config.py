@@ -233,7 +233,8 @@ class ModelConfig:
 class TrainConfig:
     model_name: str | None = None     # folder under trained/; None = architecture, size and date
     group: str | None = None          # seeds of one configuration share a group (train.py --seeds sets it)
-    batch_size: int = 32              # sequences per step
+    batch_size: int = 32              # sequences per forward pass (a micro-batch when grad_accum_steps > 1)
+    grad_accum_steps: int = 1         # micro-batches per optimizer step: the global batch is batch_size x this
     max_iters: int = 1000             # optimizer steps; 1000 x 32 x 256 = 8.2M tokens, ~15 min on 2 CPU cores
     eval_interval: int = 100          # steps between evaluations (one log_data.csv row each)
     eval_samples: int = 8             # batches per split per evaluation
@@ -262,7 +263,7 @@ class TrainConfig:
         _remember_derived(self)
         for name in ("model_name", "group"):
             _check_name(name, getattr(self, name))
-        for name in ("batch_size", "max_iters", "eval_interval", "eval_samples"):
+        for name in ("batch_size", "grad_accum_steps", "max_iters", "eval_interval", "eval_samples"):
             _check_range(name, getattr(self, name), lo=1, kind=int)
         if self.checkpoint_interval is not None:
             _check_range("checkpoint_interval", self.checkpoint_interval, lo=1, kind=int)

@@ -98,7 +98,7 @@ def default_name(mcfg: ModelConfig, num_params: int) -> str:
 
 
 def log_columns(mcfg: ModelConfig) -> list[str]:
-    cols = ["step", "tokens", "flops", "elapsed_s", "tokens_per_s", "lr", "grad_norm", "full_val"]
+    cols = ["step", "tokens", "flops", "global_batch", "elapsed_s", "tokens_per_s", "lr", "grad_norm", "full_val"]
     for split in tools.SPLITS:
         cols += [f"{split}_{m}" for m in ("loss", "ntp_loss", "bpb", "ppl")]
         for k in range(1, mcfg.fs_periods + 1):
@@ -336,7 +336,7 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
     model = Model(mcfg).to(device)
     opt = make_optimizer(model, tcfg, device)
     gen = torch.Generator().manual_seed(tcfg.seed)  # the training batches
-    log, start, tokens_per_step = [], 0, tcfg.batch_size * mcfg.max_seq_len
+    log, start, tokens_per_step = [], 0, tcfg.batch_size * tcfg.grad_accum_steps * mcfg.max_seq_len
     clock = {"elapsed_s": 0.0, "train_time_s": 0.0}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -370,6 +370,7 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
             torch.cuda.synchronize()
         model.eval()
         row = {"step": step, "tokens": step * tokens_per_step, "flops": round(step * tokens_per_step * fpt),
+               "global_batch": tokens_per_step // mcfg.max_seq_len,
                "elapsed_s": 0.0,
                "tokens_per_s": step * tokens_per_step / max(clock["train_time_s"], 1e-9),
                "lr": lr_at(min(step, tcfg.max_iters - 1), tcfg),
@@ -386,9 +387,10 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
         return row
 
     if progress and start == 0:
+        micro = f"({tcfg.grad_accum_steps} micro-batches of {tcfg.batch_size}) " if tcfg.grad_accum_steps > 1 else ""
         print(f"training a {'FutureFormer' if mcfg.fs_periods else 'baseline'} of {model.num_params() / 1e6:.3f}M "
-              f"parameters for {tcfg.max_iters} steps of {tcfg.batch_size} x {mcfg.max_seq_len} tokens "
-              f"({tcfg.max_iters * tokens_per_step * fpt:.3g} FLOPs) on {device}")
+              f"parameters for {tcfg.max_iters} steps of {tokens_per_step // mcfg.max_seq_len} x {mcfg.max_seq_len} "
+              f"tokens {micro}({tcfg.max_iters * tokens_per_step * fpt:.3g} FLOPs) on {device}")
     model.train()
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=os.path.basename(path) if path else "training",
                unit="step", dynamic_ncols=True, disable=not progress)
@@ -406,16 +408,22 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
                 lr = lr_at(step, tcfg)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                x, y = tools.get_batch(data, "train", tcfg.batch_size, mcfg.max_seq_len, mcfg.lookahead, gen)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if compiling and step == start:  # the first call compiles; if that fails, train eagerly
-                    step_model, loss = _first_compiled_forward(step_model, model, x, y, device, tcfg)
-                else:
-                    with autocast(device, tcfg):
-                        _, loss = step_model(x, y)
-                loss_value = loss.detach()
+                # the step's whole batch, then its micro-batches (grad_accum_steps of batch_size sequences each):
+                # one draw, so that accumulating gives the sequences one big batch would
+                xs, ys = tools.get_batch(data, "train", tokens_per_step // mcfg.max_seq_len, mcfg.max_seq_len,
+                                         mcfg.lookahead, gen)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_value = 0.0
+                for a in range(tcfg.grad_accum_steps):
+                    rows = slice(a * tcfg.batch_size, (a + 1) * tcfg.batch_size)
+                    x, y = xs[rows].to(device, non_blocking=True), ys[rows].to(device, non_blocking=True)
+                    if compiling and step == start and a == 0:  # the first call compiles; if that fails, eager
+                        step_model, loss = _first_compiled_forward(step_model, model, x, y, device, tcfg)
+                    else:
+                        with autocast(device, tcfg):
+                            _, loss = step_model(x, y)
+                    (loss / tcfg.grad_accum_steps).backward()  # the gradient of the mean over micro-batches
+                    loss_value = loss_value + loss.detach() / tcfg.grad_accum_steps
                 if compiling and step == start and progress:
                     done_in = f"compiled: the first step took {time.perf_counter() - t0:.1f} s"
                     bar.write(done_in if step_model is not model else

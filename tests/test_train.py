@@ -333,3 +333,22 @@ def test_compiled_training_matches_eager(data_cache_dir, capsys):
     assert "compiling the training step with torch.compile" in err and "compiled: the first step took" in err
     for key in ("train_ntp_loss", "val_ntp_loss", "grad_norm"):
         assert compiled.log[-1][key] == pytest.approx(eager.log[-1][key], rel=1e-4), key
+
+
+# ---------------------------------------------------------------- gradient accumulation
+
+
+@needs_sample
+def test_gradient_accumulation_equals_one_big_batch(data_cache_dir):
+    """Two micro-batches of 4 and one batch of 8 read the same sequences and reach the same losses and weights
+    (a baseline, dropout off: the future-sight losses are masked means per micro-batch, so a FutureFormer's
+    auxiliary terms weigh its micro-batches equally instead)."""
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=0, max_iters=6, eval_interval=3, dropout_rate=0.0)
+    big = train(mcfg, replace(tcfg, batch_size=8), save=False, progress=False)
+    accumulated = train(mcfg, replace(tcfg, batch_size=4, grad_accum_steps=2), save=False, progress=False)
+    for a, b in zip(accumulated.log, big.log, strict=True):  # (the sampled evaluations use batch_size batches)
+        assert a["global_batch"] == b["global_batch"] == 8 and a["tokens"] == b["tokens"]
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    assert accumulated.log[-1]["val_ntp_loss"] == pytest.approx(big.log[-1]["val_ntp_loss"], rel=1e-5)  # whole split
+    for p, q in zip(accumulated.model.parameters(), big.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)  # Adam turns float noise in ~0 gradients into ~lr
