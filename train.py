@@ -42,6 +42,7 @@ from tqdm import tqdm  # the text bar, also in notebooks: a widget bar is saved 
 
 import tools
 from config import ModelConfig, TrainConfig, from_dict, parse_overrides, replace, to_dict
+from dist import Dist
 from modules.flops import flops_per_token
 from modules.model import Model
 
@@ -133,21 +134,28 @@ def _metrics(parts: dict, prefix: str, bytes_per_token: float) -> dict:
 
 
 @torch.no_grad()
-def estimate(model, data, mcfg: ModelConfig, tcfg: TrainConfig, device: str, splits=tools.SPLITS) -> dict:
+def estimate(model, data, mcfg: ModelConfig, tcfg: TrainConfig, device: str, splits=tools.SPLITS,
+             dist: Dist | None = None) -> dict:
     """Mean loss parts over `eval_samples` batches of each split: the same batches at every evaluation
-    (a generator seeded from the run's seed), so the curves move with the model, not with the sample."""
+    (a generator seeded from the run's seed), so the curves move with the model, not with the sample. Under
+    torchrun each process evaluates every world-th batch and the sums are added up."""
+    dist = dist or Dist()
     out = {}
     for i, split in enumerate(tools.SPLITS):
         if split not in splits:
             continue
         gen = torch.Generator().manual_seed(tcfg.seed + 1_000_003 * (i + 1))
         sums = {}
-        for _ in range(tcfg.eval_samples):
+        for b in range(tcfg.eval_samples):
             x, y = tools.get_batch(data, split, tcfg.batch_size, mcfg.max_seq_len, mcfg.lookahead, gen)
+            if b % dist.world != dist.rank:
+                continue
             with autocast(device, tcfg):
                 model(x.to(device), y.to(device))
             for k, v in model.loss_parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
+        keys = sorted(_part_names(mcfg))
+        sums = dict(zip(keys, dist.sum([sums.get(k, 0.0) for k in keys])))
         parts = {k: v / tcfg.eval_samples for k, v in sums.items()}
         out.update(_metrics(parts, split, data.meta[split]["bytes_per_token"]))
     return out
@@ -155,20 +163,34 @@ def estimate(model, data, mcfg: ModelConfig, tcfg: TrainConfig, device: str, spl
 
 @torch.no_grad()
 def evaluate_split(model, data, split: str, mcfg: ModelConfig, batch_size: int, device: str,
-                   tcfg: TrainConfig | None = None) -> dict:
+                   tcfg: TrainConfig | None = None, dist: Dist | None = None) -> dict:
     """Loss parts over the whole split in fixed, non-overlapping windows (tools.eval_batches): every
     token of the split is a next-token target exactly once. Each batch's mean is weighted by its real
     (non-pad) targets, so `ntp_loss` is the exact mean over the split; the fs parts are weighted the
-    same way. Deterministic: anyone can recompute it from the saved model."""
+    same way. Deterministic: anyone can recompute it from the saved model. Under torchrun each process takes
+    every world-th batch and the weighted sums are added up."""
+    dist = dist or Dist()
     sums, count = {}, 0
-    for x, y in tools.eval_batches(data, split, batch_size, mcfg.max_seq_len, mcfg.lookahead):
+    for b, (x, y) in enumerate(tools.eval_batches(data, split, batch_size, mcfg.max_seq_len, mcfg.lookahead)):
+        if b % dist.world != dist.rank:
+            continue
         n = int((y[:, :x.shape[1]] != data.pad_id).sum())
         with autocast(device, tcfg) if tcfg is not None else contextlib.nullcontext():
             model(x.to(device), y.to(device))
         for k, v in model.loss_parts.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n
         count += n
-    return {k: v / count for k, v in sums.items()}
+    keys = sorted(_part_names(mcfg))
+    *totals, count = dist.sum([sums.get(k, 0.0) for k in keys] + [count])
+    return {k: v / count for k, v in zip(keys, totals)}
+
+
+def _part_names(mcfg: ModelConfig) -> set:
+    """The names of Model.loss_parts for this configuration (what every process sums, in one order)."""
+    names = {"ntp_loss"}
+    for k in range(1, mcfg.fs_periods + 1):
+        names |= {f"fs_loss_{k}", "total_loss"} | ({f"fs_target_cos_{k}"} if mcfg.fs_loss != "bce" else set())
+    return names
 
 
 def _write_log(path: str, rows: list[dict], columns: list[str]) -> None:
@@ -327,43 +349,69 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
         raise ValueError(f"checkpoint_interval={tcfg.checkpoint_interval} needs save=True: checkpoints go "
                          "into the run folder")
     device = tools.pick_device(tcfg.device)
+    dist = Dist.from_env(device)  # one process, unless started by torchrun
+    try:
+        return _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progress, device, dist)
+    finally:
+        dist.close()
+
+
+def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progress, device, dist) -> Run:
+    if not dist.is_main:
+        dist.barrier()  # the first process tokenizes into the cache, the others then read it
     data = data if data is not None else tools.get_data(mcfg, tcfg)
+    if dist.is_main:
+        dist.barrier()
     if data.tokenizer.vocab_len != mcfg.vocab_len:
         raise ValueError(f"the data was tokenized with vocab_len={data.tokenizer.vocab_len}, the model has "
                          f"vocab_len={mcfg.vocab_len}")
+    if ckpt is not None and ckpt.get("world", 1) != dist.world:
+        raise ValueError(f"{resume} was written by {ckpt.get('world', 1)} process(es); resume it with as many "
+                         f"(torchrun --nproc_per_node={ckpt.get('world', 1)}), this is {dist.world}")
 
     torch.manual_seed(tcfg.seed)
     model = Model(mcfg).to(device)
+    if dist.rank:  # every process starts from the same weights, and draws its own dropout masks
+        torch.manual_seed(tcfg.seed + 7919 * dist.rank)
     opt = make_optimizer(model, tcfg, device)
-    gen = torch.Generator().manual_seed(tcfg.seed)  # the training batches
-    log, start, tokens_per_step = [], 0, tcfg.batch_size * tcfg.grad_accum_steps * mcfg.max_seq_len
+    gen = torch.Generator().manual_seed(tcfg.seed)  # the training batches: the same draws in every process
+    log, start = [], 0
+    tokens_per_step = tcfg.batch_size * tcfg.grad_accum_steps * dist.world * mcfg.max_seq_len  # the global batch
     clock = {"elapsed_s": 0.0, "train_time_s": 0.0}
+    path = None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rngs"][dist.rank] if "torch_rngs" in ckpt else ckpt["torch_rng"])
         gen.set_state(ckpt["batch_rng"])
         if "cuda_rng" in ckpt and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         start, log = ckpt["step"], list(ckpt["log"])
         clock = {k: ckpt[k] for k in clock}
-        path, tcfg = _resume_folder(resume, ckpt, tcfg)
-        if not os.path.isfile(os.path.join(path, "train_config.json")) or tcfg.model_name != train_cfg.model_name:
-            tools.save_configs(path, mcfg, tcfg)
-        if log:
-            _write_log(os.path.join(path, "log_data.csv"), log, log_columns(mcfg))
+        if dist.is_main:
+            path, tcfg = _resume_folder(resume, ckpt, tcfg)
+            if not os.path.isfile(os.path.join(path, "train_config.json")) or tcfg.model_name != train_cfg.model_name:
+                tools.save_configs(path, mcfg, tcfg)
+            if log:
+                _write_log(os.path.join(path, "log_data.csv"), log, log_columns(mcfg))
+    elif save and not dist.is_main:
+        pass  # only the first process writes the run folder
     elif save:
         path = _reserve_folder(trained_dir or tools.TRAINED_DIR, tcfg.model_name,
                                default_name(mcfg, model.num_params()))
         tcfg = replace(tcfg, model_name=os.path.basename(path))  # the config records the name it is saved under
         tools.save_configs(path, mcfg, tcfg)  # now, so that even a crashed run says what it was
-    else:
-        path = None
     created = path if ckpt is None else None  # removed again if the run fails before its first step
     columns = log_columns(mcfg)
     fpt = flops_per_token(mcfg)
     compiling = will_compile(tcfg, device)
-    step_model = torch.compile(model) if compiling else model
+    progress = progress and dist.is_main
+    wrapped = model
+    if dist.active:  # gradients averaged over the processes as backward goes
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[dist.local_rank] if device == "cuda" else None)
+    step_model = torch.compile(wrapped) if compiling else wrapped
 
     def log_row(step, grad_norms, full):
         if device == "cuda":
@@ -376,9 +424,9 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
                "lr": lr_at(min(step, tcfg.max_iters - 1), tcfg),
                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
                "full_val": int(full)}
-        row.update(estimate(model, data, mcfg, tcfg, device, splits=("train",) if full else tools.SPLITS))
+        row.update(estimate(model, data, mcfg, tcfg, device, splits=("train",) if full else tools.SPLITS, dist=dist))
         if full:  # the val columns of the last row: the whole held-out split, instead of eval_samples batches
-            parts = evaluate_split(model, data, "val", mcfg, tcfg.batch_size, device, tcfg)
+            parts = evaluate_split(model, data, "val", mcfg, tcfg.batch_size, device, tcfg, dist)
             row.update(_metrics(parts, "val", data.meta["val"]["bytes_per_token"]))
         model.train()
         if not math.isfinite(row["train_ntp_loss"]):
@@ -410,26 +458,30 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
                     group["lr"] = lr
                 # the step's whole batch, then its micro-batches (grad_accum_steps of batch_size sequences each):
                 # one draw, so that accumulating gives the sequences one big batch would
+                # (every process draws the same; process r takes micro-batches r*A .. r*A + A - 1 of them)
                 xs, ys = tools.get_batch(data, "train", tokens_per_step // mcfg.max_seq_len, mcfg.max_seq_len,
                                          mcfg.lookahead, gen)
                 opt.zero_grad(set_to_none=True)
                 loss_value = 0.0
                 for a in range(tcfg.grad_accum_steps):
-                    rows = slice(a * tcfg.batch_size, (a + 1) * tcfg.batch_size)
+                    first = (dist.rank * tcfg.grad_accum_steps + a) * tcfg.batch_size
+                    rows = slice(first, first + tcfg.batch_size)
                     x, y = xs[rows].to(device, non_blocking=True), ys[rows].to(device, non_blocking=True)
-                    if compiling and step == start and a == 0:  # the first call compiles; if that fails, eager
-                        step_model, loss = _first_compiled_forward(step_model, model, x, y, device, tcfg)
-                    else:
-                        with autocast(device, tcfg):
-                            _, loss = step_model(x, y)
-                    (loss / tcfg.grad_accum_steps).backward()  # the gradient of the mean over micro-batches
+                    last = a == tcfg.grad_accum_steps - 1  # DDP averages gradients on the last micro-batch only
+                    with contextlib.nullcontext() if last or not dist.active else wrapped.no_sync():
+                        if compiling and step == start and a == 0:  # the first call compiles; if that fails, eager
+                            step_model, loss = _first_compiled_forward(step_model, wrapped, x, y, device, tcfg)
+                        else:
+                            with autocast(device, tcfg):
+                                _, loss = step_model(x, y)
+                        (loss / tcfg.grad_accum_steps).backward()  # the gradient of the mean over micro-batches
                     loss_value = loss_value + loss.detach() / tcfg.grad_accum_steps
                 if compiling and step == start and progress:
                     done_in = f"compiled: the first step took {time.perf_counter() - t0:.1f} s"
-                    bar.write(done_in if step_model is not model else
+                    bar.write(done_in if step_model is not wrapped else
                               "torch.compile failed (see the warning): training eagerly", file=sys.stderr)
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf"))
-                if not bool(torch.isfinite(loss_value) & torch.isfinite(norm)):  # before the step spoils the weights
+                if dist.any(not bool(torch.isfinite(loss_value) & torch.isfinite(norm))):  # before the weights change
                     raise NonFiniteError(step + 1, float(loss_value), float(norm), _last_checkpoint(path), tcfg)
                 opt.step()
                 grad_norms.append(float(norm))
@@ -447,12 +499,16 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
                     log.append(row)
                     if path:
                         _write_log(os.path.join(path, "log_data.csv"), log, columns)
-                if path and done < tcfg.max_iters and (
-                        stop or (tcfg.checkpoint_interval and done % tcfg.checkpoint_interval == 0)):
+                stopping = dist.any(bool(stop))  # Ctrl-C in any process stops them all after the same step
+                if save and done < tcfg.max_iters and (
+                        stopping or (tcfg.checkpoint_interval and done % tcfg.checkpoint_interval == 0)):
                     clock["elapsed_s"] = time.perf_counter() - t_start
-                    file = _checkpoint(path, done, model, opt, gen, {"log": log, "grad_norms": grad_norms, **clock},
-                                       mcfg, tcfg)
-                if stop and done < tcfg.max_iters:
+                    rngs = dist.gather(torch.get_rng_state())  # every process's dropout stream, for an exact resume
+                    if path:
+                        file = _checkpoint(path, done, model, opt, gen, {
+                            "log": log, "grad_norms": grad_norms, "world": dist.world, "torch_rngs": rngs, **clock},
+                            mcfg, tcfg)
+                if stopping and done < tcfg.max_iters:
                     break
     except BaseException:
         bar.close()
@@ -464,6 +520,8 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
     run = Run(model=model, model_cfg=mcfg, train_cfg=tcfg, log=log, path=path)
     if done < tcfg.max_iters:  # Ctrl-C: stopped cleanly after a completed step
         run.stopped_at = done
+        if not dist.is_main:
+            return run
         if path:
             run.resume_from = file
             print(f"\ninterrupted after step {done} of {tcfg.max_iters}: checkpoint saved to {file}, log so far in "
@@ -593,7 +651,8 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds, *, traine
         raise ValueError(f"seeds={seeds} is not allowed: give distinct seeds, e.g. 0,1,2")
     base = train_cfg.model_name or default_name(model_cfg, Model(model_cfg).num_params())
     root = trained_dir or tools.TRAINED_DIR
-    taken = [n for n in seed_names(base, seeds) if os.path.exists(os.path.join(root, n))]
+    first = int(os.environ.get("RANK", "0")) == 0  # under torchrun the first process checks (and torchrun stops all)
+    taken = [n for n in seed_names(base, seeds) if first and os.path.exists(os.path.join(root, n))]
     if taken:
         raise FileExistsError(f"{', '.join(os.path.join(root, n) for n in taken)} already exist(s) and runs are "
                               "never overwritten: choose another model_name")
@@ -672,6 +731,8 @@ def main(argv: list[str]) -> int:
         return 2
     if runs[-1].stopped_at is not None:
         return 130  # interrupted: train() said where the checkpoint is and how to resume
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, the first process reports
     for run in runs:
         last = run.log[-1]
         print(f"saved to {run.path}\nvalidation (whole validation split): NTP loss {last['val_ntp_loss']:.4f}, "

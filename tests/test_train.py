@@ -352,3 +352,45 @@ def test_gradient_accumulation_equals_one_big_batch(data_cache_dir):
     assert accumulated.log[-1]["val_ntp_loss"] == pytest.approx(big.log[-1]["val_ntp_loss"], rel=1e-5)  # whole split
     for p, q in zip(accumulated.model.parameters(), big.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)  # Adam turns float noise in ~0 gradients into ~lr
+
+
+# ---------------------------------------------------------------- several processes (torchrun, DDP)
+
+
+def _torchrun(nproc, *args, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           os.path.join(tools.REPO_DIR, "train.py"), *args], cwd=tools.REPO_DIR, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@needs_sample
+def test_two_processes_equal_one_with_two_micro_batches(tmp_path, data_cache_dir):
+    """torchrun with 2 gloo processes of 4 sequences each, and 1 process accumulating 2 micro-batches of 4, read the
+    same sequences (one draw, split) and reach the same losses, gradient norms and weights (dropout off)."""
+    common = ["--data_path=../shared/data/tinystories_sample.txt", f"--data_cache_dir={data_cache_dir}",
+              f"--trained_dir={tmp_path}", "--dim=32", "--num_layers=3", "--num_q_heads=2", "--max_seq_len=64",
+              "--fs_periods=1", "--dropout_rate=0", "--max_iters=6", "--eval_interval=3", "--eval_samples=2",
+              "--batch_size=4", "--lr_max=1e-2", "--compile=false"]
+    r = _torchrun(2, *common, "--model_name=ddp", "--checkpoint_interval=3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("saved to") == 1  # only the first process reports and writes
+    one = run_cli(*common, "--model_name=one", "--grad_accum_steps=2")
+    assert one.returncode == 0, one.stderr[-3000:]
+    ddp, single = tools.read_log("ddp", str(tmp_path)), tools.read_log("one", str(tmp_path))
+    assert list(ddp["global_batch"]) == list(single["global_batch"]) == [8, 8]
+    for col in ("grad_norm", "val_ntp_loss", "train_ntp_loss"):
+        assert ddp[col].tolist() == pytest.approx(single[col].tolist(), rel=1e-4), col
+    a, _, _ = tools.load_model("ddp", str(tmp_path))
+    b, _, _ = tools.load_model("one", str(tmp_path))
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)  # Adam turns float noise in ~0 gradients into ~lr
+    # the checkpoint of a 2-process run resumes under 2 processes, to the same weights
+    os.rename(tmp_path / "ddp" / "model.pth", tmp_path / "ddp_model.pth")
+    r = _torchrun(2, f"--resume={tmp_path / 'ddp' / 'checkpoints' / 'step_000003.pt'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed, _, _ = tools.load_model("ddp_from_3", str(tmp_path))
+    for p, q in zip(resumed.parameters(), a.parameters()):
+        assert torch.equal(p, q)
+    r = run_cli(f"--resume={tmp_path / 'ddp' / 'checkpoints' / 'step_000003.pt'}")
+    assert r.returncode == 2 and "written by 2 process(es)" in r.stderr
