@@ -34,7 +34,11 @@ SKIP = ("pip ", "python -m pytest")
 
 
 def bash_blocks(text: str) -> list[str]:
-    return re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M)
+    """The ```bash blocks, in order, those indented in a list item too (dedented)."""
+    import textwrap
+
+    return [textwrap.dedent(indent + body) for indent, body in
+            re.findall(r"^([ \t]*)```bash\n(.*?)^[ \t]*```", text, flags=re.S | re.M)]
 
 
 def shortened(block: str) -> str:
@@ -44,7 +48,7 @@ def shortened(block: str) -> str:
     for line in block.replace("\\\n", " ").splitlines():
         if line.startswith(SKIP):
             continue
-        m = re.match(r"^python (\S+)", line)
+        m = re.match(r"^(?:python|torchrun(?: --\S+)*) (\S+\.py)", line)
         if m:
             script = m.group(1)
             assert script in SHORTER, f"the README runs {script}: add how to shorten it to tests/test_readme.py"
