@@ -258,6 +258,7 @@ class TrainConfig:
     val_data_path: str | None = None  # a validation file (the official split's; offline its excerpt); None = hold out
     val_fraction: float = 0.05        # share of data_path's stories held out for validation
     data_cache_dir: str = "data_cache"  # where tokenized ids are cached (git-ignored)
+    tokenize_workers: int | None = None  # processes tokenizing a new cache; None = every core from 64 MB of text on
 
     def __post_init__(self):
         _remember_derived(self)
@@ -280,6 +281,8 @@ class TrainConfig:
         if self.compile is not None and not isinstance(self.compile, bool):
             raise _bad("compile", self.compile, "must be true, false or None (auto)")
         _check_range("val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
+        if self.tokenize_workers is not None:
+            _check_range("tokenize_workers", self.tokenize_workers, lo=1, kind=int)
         if self.warmup_iters is None:
             self.warmup_iters = int(0.05 * self.max_iters)
         if self.final_flat_iters is None:

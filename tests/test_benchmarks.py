@@ -41,3 +41,8 @@ def test_benchmarks_reject_unknown_options():
     out = subprocess.run([sys.executable, os.path.join(REPO_DIR, "benchmarks", "generate_speed.py"), "--token=5"],
                          cwd=REPO_DIR, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "did you mean --tokens" in out.stderr
+
+
+@pytest.mark.skipif(not os.path.isfile(SAMPLE_PATH), reason=f"no TinyStories sample at {SAMPLE_PATH}")
+def test_data_speed_benchmark_runs():
+    assert "identical ids: True" in bench("data_speed.py", "--rounds=1")

@@ -546,3 +546,36 @@ def test_real_batches_with_model_config(real_data):
     x, y = tools.get_batch(data, "train", 3, mcfg.max_seq_len, mcfg.lookahead, g)
     assert x.shape == (3, mcfg.max_seq_len) and y.shape == (3, mcfg.max_seq_len + mcfg.lookahead - 1)
     assert x.max() < mcfg.vocab_size and y.max() < mcfg.vocab_size
+
+
+# ---------------------------------------------------------------- tokenizing in parallel
+
+
+def test_parallel_tokenizing_gives_the_ids_of_one_process(tmp_path, monkeypatch):
+    """Two processes tokenize the sample's chunks (small chunks, so that both work) into the same cache layout
+    and exactly the same ids and statistics as one process."""
+    monkeypatch.setattr(tools, "CHUNK_STORIES", 150)
+    mcfg = SimpleNamespace(tokenizer="bpe_v2", vocab_len=1024)
+    path = write_raw(tmp_path / "stories.txt", tools.read_stories(tools.SAMPLE_PATH)[:600]) if HAVE_SAMPLE else \
+        write_raw(tmp_path / "stories.txt", make_stories(600))
+    one = tools.get_data(mcfg, TrainConfig(data_path=path, data_cache_dir=str(tmp_path / "one"), tokenize_workers=1))
+    two = tools.get_data(mcfg, TrainConfig(data_path=path, data_cache_dir=str(tmp_path / "two"), tokenize_workers=2))
+    for split in tools.SPLITS:
+        assert np.array_equal(one.split(split), two.split(split))
+        assert {k: v for k, v in one.meta[split].items()} == {k: v for k, v in two.meta[split].items()}
+    assert tools.tokenize_workers(None, 2_000_000) == 1 and tools.tokenize_workers(3, 10) == 3
+    assert tools.tokenize_workers(None, 1 << 30) >= 1
+
+
+def test_hub_path_tokenizes_in_parallel_with_a_local_stand_in(char_tok, tmp_path, monkeypatch):
+    """The hub path up to the point where it would go online: a stand-in for load_dataset, tokenized by two
+    processes (which load the stand-in tokenizer from the same folder), equals one process."""
+    datasets = pytest.importorskip("datasets")
+    texts = {"train": make_stories(300), "validation": make_stories(40)}
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda name, split=None, **kw: datasets.Dataset.from_dict({"text": texts[split]}))
+    monkeypatch.setattr(tools, "CHUNK_STORIES", 64)
+    one = tools.get_data(char_tok, TrainConfig(data_cache_dir=str(tmp_path / "one"), tokenize_workers=1))
+    two = tools.get_data(char_tok, TrainConfig(data_cache_dir=str(tmp_path / "two"), tokenize_workers=2))
+    for split in tools.SPLITS:
+        assert np.array_equal(one.split(split), two.split(split)) and len(one.split(split)) > 1000

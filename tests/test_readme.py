@@ -29,6 +29,7 @@ SHORTER = {  # script -> what is appended to its command lines
     "benchmarks/tokenizer_speed.py": "--repeat=1",
     "benchmarks/compile_speed.py": f"--rounds=1 --steps=1 --check_steps=0 --batch_size=2 {TINY}",
     "benchmarks/machine.py": "--n=256",
+    "benchmarks/data_speed.py": "--rounds=1",
 }
 SKIP = ("pip ", "python -m pytest")
 
