@@ -46,3 +46,10 @@ def test_benchmarks_reject_unknown_options():
 @pytest.mark.skipif(not os.path.isfile(SAMPLE_PATH), reason=f"no TinyStories sample at {SAMPLE_PATH}")
 def test_data_speed_benchmark_runs():
     assert "identical ids: True" in bench("data_speed.py", "--rounds=1")
+
+
+@pytest.mark.skipif(not os.path.isfile(SAMPLE_PATH), reason=f"no TinyStories sample at {SAMPLE_PATH}")
+def test_gpu_check_runs_its_tiny_version_on_a_cpu():
+    text = bench("gpu_check.py", "--tiny", "--steps=8", "--device=cpu")
+    assert "self-attention kernel available to SDPA" in text and "bf16 training:" in text
+    assert "within the 2% tolerance" in text

@@ -30,6 +30,7 @@ SHORTER = {  # script -> what is appended to its command lines
     "benchmarks/compile_speed.py": f"--rounds=1 --steps=1 --check_steps=0 --batch_size=2 {TINY}",
     "benchmarks/machine.py": "--n=256",
     "benchmarks/data_speed.py": "--rounds=1",
+    "benchmarks/gpu_check.py": "--tiny --steps=8",
 }
 SKIP = ("pip ", "python -m pytest")
 
