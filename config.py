@@ -235,6 +235,7 @@ class TrainConfig:
     group: str | None = None          # seeds of one configuration share a group (train.py --seeds sets it)
     batch_size: int = 32              # sequences per forward pass (a micro-batch when grad_accum_steps > 1)
     grad_accum_steps: int = 1         # micro-batches per optimizer step: the global batch is batch_size x this
+    processes: int | None = None      # recorded by train(): processes (torchrun) that trained it; x the above
     max_iters: int = 1000             # optimizer steps; 1000 x 32 x 256 = 8.2M tokens, ~15 min on 2 CPU cores
     eval_interval: int = 100          # steps between evaluations (one log_data.csv row each)
     eval_samples: int = 8             # batches per split per evaluation
@@ -281,6 +282,8 @@ class TrainConfig:
         if self.compile is not None and not isinstance(self.compile, bool):
             raise _bad("compile", self.compile, "must be true, false or None (auto)")
         _check_range("val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
+        if self.processes is not None:
+            _check_range("processes", self.processes, lo=1, kind=int)
         if self.tokenize_workers is not None:
             _check_range("tokenize_workers", self.tokenize_workers, lo=1, kind=int)
         if self.warmup_iters is None:

@@ -255,7 +255,7 @@ def save_run(run: Run, trained_dir: str | None = None, model_name: str | None = 
     mcfg, tcfg = run.model_cfg, run.train_cfg
     name = model_name or tcfg.model_name
     run.path = _reserve_folder(trained_dir or tools.TRAINED_DIR, name, default_name(mcfg, run.model.num_params()))
-    run.train_cfg = tcfg = replace(tcfg, model_name=os.path.basename(run.path))  # recorded under its name
+    run.train_cfg = tcfg = replace(tcfg, model_name=os.path.basename(run.path), processes=tcfg.processes or 1)
     tools.save_model(run.path, run.model, mcfg, tcfg)
     _write_log(os.path.join(run.path, "log_data.csv"), run.log, log_columns(mcfg))
     return run.path
@@ -399,7 +399,8 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
     elif save:
         path = _reserve_folder(trained_dir or tools.TRAINED_DIR, tcfg.model_name,
                                default_name(mcfg, model.num_params()))
-        tcfg = replace(tcfg, model_name=os.path.basename(path))  # the config records the name it is saved under
+        # the config records the name it is saved under, and how many processes trained it (the global batch)
+        tcfg = replace(tcfg, model_name=os.path.basename(path), processes=dist.world)
         tools.save_configs(path, mcfg, tcfg)  # now, so that even a crashed run says what it was
     created = path if ckpt is None else None  # removed again if the run fails before its first step
     columns = log_columns(mcfg)

@@ -379,6 +379,8 @@ def test_two_processes_equal_one_with_two_micro_batches(tmp_path, data_cache_dir
     assert one.returncode == 0, one.stderr[-3000:]
     ddp, single = tools.read_log("ddp", str(tmp_path)), tools.read_log("one", str(tmp_path))
     assert list(ddp["global_batch"]) == list(single["global_batch"]) == [8, 8]
+    assert tools.load_configs("ddp", str(tmp_path))[1].processes == 2  # the config says how the batch was made
+    assert tools.load_configs("one", str(tmp_path))[1].processes == 1
     for col in ("grad_norm", "val_ntp_loss", "train_ntp_loss"):
         assert ddp[col].tolist() == pytest.approx(single[col].tolist(), rel=1e-4), col
     a, _, _ = tools.load_model("ddp", str(tmp_path))
