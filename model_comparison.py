@@ -57,6 +57,7 @@ import tools  # noqa: E402
 from config import TrainConfig, replace  # noqa: E402
 from modules.flops import flops_per_token  # noqa: E402
 from modules.loss import chunk_valid, chunk_windows  # noqa: E402
+from modules.model import Model  # noqa: E402
 
 X_AXES = {"tokens": "training tokens", "step": "step", "elapsed_s": "wall time (s)",
           "flops": "training FLOPs (modules/flops.py)"}
@@ -363,33 +364,42 @@ def _file_hash(path: str) -> str:
     return h.hexdigest()
 
 
+class NoWeights:
+    """A run committed without its model.pth: its config, and scores cached in its folder (see _cached_scores)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+
 def _cached_scores(name, trained_dir, model, inputs, targets, pad_id, topk, batch_size) -> dict:
-    """score_windows for a saved run, kept in <run>/scores/ (git-ignored): keyed by the weights (a hash of
-    model.pth), the windows (a hash of their tokens, which fixes the validation text, tokenizer, window length
-    and selection) and topk, so that scoring twenty runs again costs nothing and a retrained or re-pointed run
-    is scored afresh."""
+    """score_windows for a saved run, kept in <run>/scores/ (git-ignored unless committed with the run): one file
+    per set of windows (a hash of their tokens, which fixes the validation text, tokenizer, window length and
+    selection) and topk, holding the hash of the model.pth it scored. Scoring twenty runs again costs nothing;
+    a retrained run (another model.pth) is scored afresh; and a run committed with its scores but without its
+    weights (to keep a clone small) is compared from its scores alone (model: a NoWeights)."""
     run = tools.run_path(name, trained_dir)
     folder = os.path.join(run, "scores")
-    key = hashlib.sha256(json.dumps([SCORES_VERSION, _file_hash(os.path.join(run, "model.pth")),
-                                     hashlib.sha256(inputs.numpy().tobytes()).hexdigest(),
+    key = hashlib.sha256(json.dumps([SCORES_VERSION, hashlib.sha256(inputs.numpy().tobytes()).hexdigest(),
                                      hashlib.sha256(targets.numpy().tobytes()).hexdigest(),
                                      list(topk)]).encode()).hexdigest()[:20]
     path = os.path.join(folder, f"{key}.npz")
+    weights = os.path.join(run, "model.pth")
+    current = _file_hash(weights) if os.path.isfile(weights) else None
     if os.path.isfile(path):
         try:
             with np.load(path) as f:
-                return {k: f[k] if f[k].ndim else float(f[k]) for k in f.files}
+                scored = str(f["weights_sha256"]) if "weights_sha256" in f.files else ""
+                cached = {k: f[k] if f[k].ndim else float(f[k]) for k in f.files if k != "weights_sha256"}
+            if current is None or scored == current:
+                return cached
         except (OSError, ValueError, EOFError):  # unreadable (e.g. cut short): score again and replace it
             pass
+    if isinstance(model, NoWeights):
+        raise FileNotFoundError(f"{name} has no model.pth and no scores for these windows in {folder}: compare it "
+                                "on the windows it was scored on (its own validation text), or restore its weights")
     scores = score_windows(model, inputs, targets, pad_id, topk, batch_size)
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npz"
-    try:
-        np.savez(tmp, **scores)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    tools.replace_atomically(path, lambda tmp: np.savez(open(tmp, "wb"), weights_sha256=current, **scores))
     return scores
 
 
@@ -419,7 +429,12 @@ def _entries(models, trained_dir, data, device, val_data_path=None):
     for label, m in items:
         d, name = data, None
         if isinstance(m, str):
-            name, (m, _, mcfg) = m, tools.load_model(m, trained_dir, device)
+            name = m
+            if os.path.isfile(os.path.join(tools.run_path(name, trained_dir), "model.pth")):
+                m, _, mcfg = tools.load_model(name, trained_dir, device)
+            else:  # committed without weights: its cached scores stand in for it (see _cached_scores)
+                mcfg = tools.load_configs(name, trained_dir)[0]
+                m = NoWeights(mcfg)
             if d is None:
                 d = _eval_data(name, trained_dir, mcfg, val_data_path)
         elif d is None and val_data_path is not None:
@@ -728,8 +743,8 @@ def summary_table(names=None, trained_dir: str | None = None, num_sequences: int
     rows = {}
     for name in names:
         mcfg, _ = tools.load_configs(name, trained_dir)
-        model, _, _ = tools.load_model(name, trained_dir, "cpu")
-        rows[name] = {"fs_periods": mcfg.fs_periods, "params": model.num_params(), **_log_summary(name, trained_dir)}
+        params = sum(p.numel() for p in Model(mcfg).parameters())  # from the config: runs without weights too
+        rows[name] = {"fs_periods": mcfg.fs_periods, "params": params, **_log_summary(name, trained_dir)}
         if "tokens" in rows[name] and "flops" not in rows[name]:
             rows[name]["flops"] = rows[name]["tokens"] * flops_per_token(mcfg)
     table = pd.DataFrame.from_dict(rows, orient="index")

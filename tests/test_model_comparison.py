@@ -415,3 +415,26 @@ def test_readable_defaults(seed_runs, tmp_path):
     assert max(len(line) for line in table) <= 120 and "eval_bpb" in table[0] and "wall_s" not in table[0]
     r = run_cli("copy_a", f"--trained_dir={seed_runs}", f"--out={tmp_path / 'c.png'}", "--columns=all")
     assert r.returncode == 0 and "wall_s" in r.stdout and "fs_periods" in r.stdout
+
+
+def test_a_run_committed_without_weights_compares_from_its_scores(seed_runs, tmp_path):
+    import shutil
+
+    root = tmp_path / "trained"
+    for name in ("tb_s0", "tb_s1"):
+        shutil.copytree(os.path.join(seed_runs, name), root / name, ignore=shutil.ignore_patterns("scores"))
+    apart = {"a": ["tb_s0"], "b": ["tb_s1"]}  # the two seeds as runs of their own, not one group
+    first = mc.compare(["tb_s0", "tb_s1"], groups=apart, trained_dir=str(root))
+    os.remove(root / "tb_s1" / "model.pth")  # as a research run is committed: configs, log, scores
+    again = mc.compare(["tb_s0", "tb_s1"], groups=apart, trained_dir=str(root))
+    pd.testing.assert_frame_equal(first, again)
+    table = mc.summary_table(["tb_s0", "tb_s1"], trained_dir=str(root))
+    assert table.loc["tb_s1", "params"] == table.loc["tb_s0", "params"] and table["eval_bpb"].notna().all()
+    with pytest.raises(FileNotFoundError, match="tb_s1 has no model.pth and no scores for these windows"):
+        mc.compare(["tb_s0", "tb_s1"], groups=apart, trained_dir=str(root), val_data_path=tools.VALID_SAMPLE_PATH)
+    # weights that changed since the scores were cached are scored afresh
+    shutil.copy(os.path.join(seed_runs, "tb_s2", "model.pth"), root / "tb_s1" / "model.pth")
+    fresh = mc.evaluate(["tb_s1"], trained_dir=str(root))
+    assert fresh.loc["tb_s1", "ntp_loss"] != first.loc["b", "ntp_loss"]
+    assert fresh.loc["tb_s1", "ntp_loss"] == pytest.approx(mc.evaluate(["tb_s2"], trained_dir=seed_runs).loc[
+        "tb_s2", "ntp_loss"])
