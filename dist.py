@@ -53,9 +53,9 @@ class Dist:
         tdist.all_reduce(t)
         return t.cpu().tolist()
 
-    def any(self, flag: bool) -> bool:
-        """Whether `flag` is true in any process (so that all stop together)."""
-        return bool(self.sum([float(flag)])[0]) if self.active else bool(flag)
+    def any(self, *flags: bool) -> list[bool]:
+        """For each of `flags`, whether it is true in any process (so that all stop together): one exchange."""
+        return [bool(v) for v in (self.sum([float(f) for f in flags]) if self.active else flags)]
 
     def gather(self, obj) -> list:
         """`obj` of every process, in rank order, in every process."""

@@ -399,7 +399,10 @@ def _cached_scores(name, trained_dir, model, inputs, targets, pad_id, topk, batc
                                 "on the windows it was scored on (its own validation text), or restore its weights")
     scores = score_windows(model, inputs, targets, pad_id, topk, batch_size)
     os.makedirs(folder, exist_ok=True)
-    tools.replace_atomically(path, lambda tmp: np.savez(open(tmp, "wb"), weights_sha256=current, **scores))
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, weights_sha256=current, **scores)
+    tools.replace_atomically(path, write)
     return scores
 
 

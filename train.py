@@ -154,7 +154,7 @@ def estimate(model, data, mcfg: ModelConfig, tcfg: TrainConfig, device: str, spl
                 model(x.to(device), y.to(device))
             for k, v in model.loss_parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-        keys = sorted(_part_names(mcfg))
+        keys = sorted(set().union(*dist.gather(sorted(sums))))  # every process adds the same parts, in one order
         sums = dict(zip(keys, dist.sum([sums.get(k, 0.0) for k in keys])))
         parts = {k: v / tcfg.eval_samples for k, v in sums.items()}
         out.update(_metrics(parts, split, data.meta[split]["bytes_per_token"]))
@@ -180,17 +180,9 @@ def evaluate_split(model, data, split: str, mcfg: ModelConfig, batch_size: int, 
         for k, v in model.loss_parts.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n
         count += n
-    keys = sorted(_part_names(mcfg))
+    keys = sorted(set().union(*dist.gather(sorted(sums))))  # every process adds the same parts, in one order
     *totals, count = dist.sum([sums.get(k, 0.0) for k in keys] + [count])
     return {k: v / count for k, v in zip(keys, totals)}
-
-
-def _part_names(mcfg: ModelConfig) -> set:
-    """The names of Model.loss_parts for this configuration (what every process sums, in one order)."""
-    names = {"ntp_loss"}
-    for k in range(1, mcfg.fs_periods + 1):
-        names |= {f"fs_loss_{k}", "total_loss"} | ({f"fs_target_cos_{k}"} if mcfg.fs_loss != "bce" else set())
-    return names
 
 
 def _write_log(path: str, rows: list[dict], columns: list[str]) -> None:
@@ -394,9 +386,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                 tools.save_configs(path, mcfg, tcfg)
             if log:
                 _write_log(os.path.join(path, "log_data.csv"), log, log_columns(mcfg))
-    elif save and not dist.is_main:
-        pass  # only the first process writes the run folder
-    elif save:
+    elif save and dist.is_main:  # only the first process writes the run folder
         path = _reserve_folder(trained_dir or tools.TRAINED_DIR, tcfg.model_name,
                                default_name(mcfg, model.num_params()))
         # the config records the name it is saved under, and how many processes trained it (the global batch)
@@ -482,7 +472,10 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                     bar.write(done_in if step_model is not wrapped else
                               "torch.compile failed (see the warning): training eagerly", file=sys.stderr)
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf"))
-                if dist.any(not bool(torch.isfinite(loss_value) & torch.isfinite(norm))):  # before the weights change
+                # one exchange a step tells every process whether any saw a NaN (stop before the weights change)
+                # or a Ctrl-C (stop them all after this same step)
+                nonfinite, stopping = dist.any(not bool(torch.isfinite(loss_value) & torch.isfinite(norm)), bool(stop))
+                if nonfinite:
                     raise NonFiniteError(step + 1, float(loss_value), float(norm), _last_checkpoint(path), tcfg)
                 opt.step()
                 grad_norms.append(float(norm))
@@ -500,7 +493,6 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                     log.append(row)
                     if path:
                         _write_log(os.path.join(path, "log_data.csv"), log, columns)
-                stopping = dist.any(bool(stop))  # Ctrl-C in any process stops them all after the same step
                 if save and done < tcfg.max_iters and (
                         stopping or (tcfg.checkpoint_interval and done % tcfg.checkpoint_interval == 0)):
                     clock["elapsed_s"] = time.perf_counter() - t_start
