@@ -24,7 +24,9 @@ NONLINEARITIES = ("ReLU", "GeLU", "SiLU")
 POOL_TYPES = ("sum", "mean", "max", "parametric_sum", "parametric_max", "flatten", "conv", "attention",
               "self_attention")
 LEARNED_POOL_TYPES = ("parametric_sum", "parametric_max", "flatten", "conv", "attention", "self_attention")
-FS_LOSSES = ("cosine", "mse", "mae", "bce")
+FS_LOSSES = ("cosine", "mse", "mae", "bce", "rank")
+VOCAB_FS_LOSSES = ("bce", "rank")  # scored on the prediction's vocabulary logits: no pooler, no target vectors
+FS_LAMBDA_SCHEDULES = ("constant", "decay", "reverse")
 FS_ARRANGEMENTS = ("staggered", "parallel")
 FS_MEMORIES = ("horizon", "causal", "self")
 FS_OUTPUT_LAYERS = ("linear", "mlp", "layer")
@@ -84,7 +86,9 @@ class ModelConfig:
     fs_mult: int = 2                  # chunk k holds fs_mult**k tokens: 2 -> +2..+3, +4..+7, +8..+15
     fs_periods: int = 3               # future chunks P; also the number of future-sight layers (the last P)
     fs_loss_lambda: float = 0.3       # chunk k's loss weighs lambda**k; 0 keeps the layers, drops the objective
-    fs_loss: str = "cosine"           # cosine, mse, mae, or bce (multi-hot bag of the chunk's tokens)
+    fs_lambda_schedule: str = "constant"  # weights over training: constant, decay (all to 0), reverse (furthest first)
+    fs_lambda_end: float = 1.0        # fraction of the run by which decay / reverse have brought every weight to 0
+    fs_loss: str = "cosine"           # cosine, mse, mae, bce (bag of the chunk's tokens) or rank (their order)
     fs_arrangement: str = "staggered"  # staggered: predict far chunks first, coarse to fine; parallel: all at once
     fs_memory: str = "horizon"        # predictions position t attends to: horizon, causal or self (DESIGN.md §3)
     fs_output_layer: str = "linear"   # head predicting each chunk: linear, mlp, or layer (a transformer layer first)
@@ -132,6 +136,8 @@ class ModelConfig:
         _check_range("fs_periods", self.fs_periods, lo=0, kind=int)
         _check_range("fs_mult", self.fs_mult, lo=2, kind=int)
         _check_range("fs_loss_lambda", self.fs_loss_lambda, lo=0)
+        _check_choice("fs_lambda_schedule", self.fs_lambda_schedule, FS_LAMBDA_SCHEDULES)
+        _check_range("fs_lambda_end", self.fs_lambda_end, lo=0, hi=1, lo_open=True)
         _check_choice("fs_loss", self.fs_loss, FS_LOSSES)
         _check_choice("fs_arrangement", self.fs_arrangement, FS_ARRANGEMENTS)
         _check_choice("fs_memory", self.fs_memory, FS_MEMORIES)
@@ -160,10 +166,10 @@ class ModelConfig:
                            f"compress_freq={self.compress_freq!r} gives {c} vectors for chunk {i + 1} of "
                            f"{length} tokens; it must be between 1 and {length} and divide {length}")
         learned_pool = self.pool_type in LEARNED_POOL_TYPES or self.pool_output_linear
-        if self.fs_periods and self.fs_loss == "bce" and learned_pool:
+        if self.fs_periods and self.fs_loss in VOCAB_FS_LOSSES and learned_pool:
             raise _bad("pool_type", self.pool_type,
-                       "fs_loss='bce' trains against the chunk's bag of tokens and uses no pooler; choose "
-                       "sum, mean or max and pool_output_linear=False")
+                       f"fs_loss={self.fs_loss!r} trains against the chunk's tokens themselves and uses no pooler; "
+                       "choose sum, mean or max and pool_output_linear=False")
         if self.fs_periods and self.fs_detach_targets and learned_pool:
             raise _bad("fs_detach_targets", self.fs_detach_targets,
                        f"pool_type={self.pool_type!r} / pool_output_linear={self.pool_output_linear} has "

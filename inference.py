@@ -28,7 +28,8 @@ tokens t+2..t+3, t+4..t+7, ... (`model.future`, {k: (B, T, C, D)}). `future_plan
 tokens: those whose normed embeddings are nearest (cosine) to each predicted vector, since the loss
 trains the vector towards pool(norm(embeddings of the chunk's tokens)); with fs_loss='bce' the vector
 maps to vocabulary logits through the final norm and output, as in the loss, and the top tokens are
-those most likely to be in the chunk.
+those most likely to be in the chunk; with fs_loss='rank' the same logits under a softmax, and the top
+tokens are those expected first.
 
 Legend: n tokens in the sequence so far, t tokens fed in one call, V vocab_size, C vectors per chunk,
 D model dim.
@@ -234,14 +235,16 @@ def future_plan(model, tokenizer, top: int = 3, position: int = -1, row: int = 0
     `position` of batch row `row`: one dict per predicted vector, nearest chunk first,
     {"k": chunk, "first", "last": the offsets its (sub-)window covers, "tokens": [(id, string, score)]}
     with the `top` tokens nearest to the vector. Score: cosine similarity to the token's normed
-    embedding, or with fs_loss='bce' the predicted probability that the token is in the chunk.
+    embedding, with fs_loss='bce' the predicted probability that the token is in the chunk, and with 'rank' its
+    share of the predicted order (a softmax over the vocabulary: the sooner a token is expected, the higher).
     bos and pad are left out. [] for a baseline (fs_periods=0): it predicts no future."""
     cfg = model.cfg
     if not model.future:
         return []
-    if cfg.fs_loss == "bce":
+    if cfg.fs_loss in ("bce", "rank"):
         def read(v):                                   # the loss's own readout: final norm -> output -> logits
-            return model.logits(model.final_norm(v)).float().sigmoid()                  # (C, V)
+            logits = model.logits(model.final_norm(v)).float()                          # (C, V)
+            return logits.sigmoid() if cfg.fs_loss == "bce" else logits.softmax(-1)
     else:                                              # the targets are pools of normed embeddings
         E = model.embedding.weight
         if model.loss_fn.pre_pool_norm is not None:
@@ -285,7 +288,8 @@ def format_plan(steps: list[dict], cfg) -> str:
     """One line per generated token: the token, then for each predicted chunk vector its nearest tokens."""
     if not cfg.fs_periods:
         return "a baseline model (fs_periods=0) predicts no future: there is no plan to show"
-    how = "probability of being in the chunk" if cfg.fs_loss == "bce" else "cosine to the token's embedding"
+    how = {"bce": "probability of being in the chunk", "rank": "share of the predicted order, the sooner the higher"
+           }.get(cfg.fs_loss, "cosine to the token's embedding")
     lines = [f"future plan: t = the last token the model saw, t+1 = the token it wrote; the nearest tokens to "
              f"each predicted chunk vector ({how})"]
     for i, step in enumerate(steps, 1):

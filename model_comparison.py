@@ -54,9 +54,9 @@ import torch.nn.functional as F  # noqa: E402
 
 import stats  # noqa: E402
 import tools  # noqa: E402
-from config import TrainConfig, replace  # noqa: E402
+from config import VOCAB_FS_LOSSES, TrainConfig, replace  # noqa: E402
 from modules.flops import flops_per_token  # noqa: E402
-from modules.loss import chunk_valid, chunk_windows  # noqa: E402
+from modules.loss import chunk_valid, chunk_windows, order_target  # noqa: E402
 from modules.model import Model  # noqa: E402
 
 X_AXES = {"tokens": "training tokens", "step": "step", "elapsed_s": "wall time (s)",
@@ -296,17 +296,20 @@ def future_targets(model, target_ids, T: int):
     """[(target (B, T, C, D), valid (B, T))] for each future chunk k = 1..P, as the model's loss builds them
     (modules/loss.py: its poolers, pre-pool norm and mask). For fs_loss='bce', whose loss compares against a
     bag of tokens instead, the target vector is the mean normalised embedding of each sub-window's tokens:
-    with tied weights that is the direction whose logits favour exactly the bag's tokens."""
+    with tied weights that is the direction whose logits favour exactly the bag's tokens; for fs_loss='rank',
+    the same embeddings weighed by the order target (modules/loss.order_target), the sooner the heavier."""
     cfg, loss_fn = model.cfg, model.loss_fn
-    if cfg.fs_loss != "bce":
+    if cfg.fs_loss not in VOCAB_FS_LOSSES:
         return loss_fn.targets(target_ids, T, model.embedding)
     H = cfg.lookahead
     cols = F.pad(target_ids[:, :T + H - 1], (0, max(0, T + H - 1 - target_ids.shape[1])), value=loss_fn.pad_id)
     out = []
     for (first, last), c in zip(cfg.chunk_offsets, cfg.chunk_vectors):
         ids = chunk_windows(cols, T, first, last, loss_fn.pad_id)                   # (B, T, L)
-        e = F.normalize(model.embedding(ids).float(), dim=-1)                       # (B, T, L, D)
-        out.append((e.unflatten(2, (c, -1)).mean(3), chunk_valid(ids, loss_fn.eos_id, loss_fn.pad_id)))
+        sub = ids.unflatten(2, (c, -1))                                              # (B, T, C, W)
+        e = F.normalize(model.embedding(sub).float(), dim=-1)                       # (B, T, C, W, D)
+        target = (order_target(sub)[..., None] * e).sum(3) if cfg.fs_loss == "rank" else e.mean(3)
+        out.append((target, chunk_valid(ids, loss_fn.eos_id, loss_fn.pad_id)))
     return out
 
 

@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm  # the text bar, also in notebooks: a widget bar is saved as a stale "0/N" in the notebook
 
 import tools
-from config import ModelConfig, TrainConfig, from_dict, parse_overrides, replace, to_dict
+from config import VOCAB_FS_LOSSES, ModelConfig, TrainConfig, from_dict, parse_overrides, replace, to_dict
 from dist import Dist
 from modules.flops import flops_per_token
 from modules.model import Model
@@ -104,7 +104,7 @@ def log_columns(mcfg: ModelConfig) -> list[str]:
         cols += [f"{split}_{m}" for m in ("loss", "ntp_loss", "bpb", "ppl")]
         for k in range(1, mcfg.fs_periods + 1):
             cols.append(f"{split}_fs_loss_{k}")
-            if mcfg.fs_loss != "bce":
+            if mcfg.fs_loss not in VOCAB_FS_LOSSES:
                 cols.append(f"{split}_fs_target_cos_{k}")
     return cols
 
@@ -447,6 +447,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                 lr = lr_at(step, tcfg)
                 for group in opt.param_groups:
                     group["lr"] = lr
+                model.loss_fn.set_progress(step / tcfg.max_iters)  # a scheduled future-sight weight follows the run
                 # the step's whole batch, then its micro-batches (grad_accum_steps of batch_size sequences each):
                 # one draw, so that accumulating gives the sequences one big batch would
                 # (every process draws the same; process r takes micro-batches r*A .. r*A + A - 1 of them)

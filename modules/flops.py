@@ -5,7 +5,7 @@ Counting rules (a multiply-add is 2 FLOPs; a token's vector x through an n -> m 
   - every linear layer a token's vectors pass through, once per vector: q/k/v and output projections,
     the MLP, the future heads, the cross-attention's memory keys/values (once per prediction in the
     memory, per future-sight layer that projects it), the output projection (tied or not), and for
-    fs_loss='bce' the output projection once more per predicted chunk vector;
+    fs_loss='bce' or 'rank' the output projection once more per predicted chunk vector;
   - attention's two matmuls (scores q.k and the weighted sum of v), 2 * 2 * heads * head_dim FLOPs per
     key a query actually attends to: (t + 1) keys at position t for causal self-attention, the windows
     of DESIGN.md §3 for cross-attention (b_k positions x C_k vectors per scale for 'horizon', C_k for
@@ -19,6 +19,7 @@ Counting rules (a multiply-add is 2 FLOPs; a token's vector x through an n -> m 
 With no future sight and T -> 0 this is 6 x (the matmul parameters used per token), the usual 6N.
 """
 
+from config import VOCAB_FS_LOSSES
 from modules.mlp import hidden_width
 
 TRAIN_MULT = 3  # forward + backward (2x forward)
@@ -88,7 +89,7 @@ def flops_breakdown(cfg, seq_len: int | None = None) -> dict:
             head = {k: v + (head[k]) for k, v in layer.items()}
         for key, value in head.items():
             out["heads"][key] += value
-        if cfg.fs_loss == "bce":
+        if cfg.fs_loss in VOCAB_FS_LOSSES:
             out["fs_loss"]["linear"] += 2 * D * V * c          # each chunk vector through the output layer
         elif cfg.pool_output_linear:
             out["fs_loss"]["linear"] += 2 * D * D * c          # the pooler's linear layer on each target vector

@@ -45,6 +45,8 @@ OPTIONS = {
     "theta": [10_000.0, 500.0],
     "mlp_hidden_mult": [2.0, 1.5],
     "fs_loss_lambda": [0.5, 0.0, 1.0],
+    "fs_lambda_schedule": list(config.FS_LAMBDA_SCHEDULES),
+    "fs_lambda_end": [1.0, 0.5],
     "eps": [1e-6, 1e-5],
 }
 
@@ -65,7 +67,8 @@ def _build(choice: dict) -> ModelConfig:
         scale_first_resid=choice["scale_first_resid"], second_resid_norm=choice["second_resid_norm"],
         weight_tying=choice["weight_tying"], dropout_rate=choice["dropout_rate"],
         fs_mult=choice["fs_mult"], fs_periods=choice["fs_periods"], fs_loss=choice["fs_loss"],
-        fs_loss_lambda=choice["fs_loss_lambda"], fs_arrangement=choice["fs_arrangement"], fs_memory=choice["fs_memory"],
+        fs_loss_lambda=choice["fs_loss_lambda"], fs_lambda_schedule=choice["fs_lambda_schedule"],
+        fs_lambda_end=choice["fs_lambda_end"], fs_arrangement=choice["fs_arrangement"], fs_memory=choice["fs_memory"],
         fs_output_layer=choice["fs_output_layer"], fs_cross_rope=choice["fs_cross_rope"],
         fs_attention=choice["fs_attention"], fs_shared_memory_kv=choice["fs_shared_memory_kv"],
         fs_head_norm=choice["fs_head_norm"],
@@ -83,7 +86,7 @@ def sample_configs(n: int = 120, seed: int = 0) -> list[ModelConfig]:
         choice = {name: order[(i + rng.randrange(2)) % len(order)] for name, order in orders.items()}
         choice["extra_layers"] = rng.randrange(2)
         learned = choice["pool_type"] in config.LEARNED_POOL_TYPES or choice["pool_output_linear"]
-        if choice["fs_loss"] == "bce" and learned:  # bce uses no pooler: keep the loss, drop the pooler
+        if choice["fs_loss"] in config.VOCAB_FS_LOSSES and learned:  # no pooler: keep the loss, drop the pooler
             choice["pool_type"], choice["pool_output_linear"] = rng.choice(["sum", "mean", "max"]), False
         elif learned:  # a learned pooler needs gradient through the targets
             choice["fs_detach_targets"] = False

@@ -18,7 +18,8 @@ from modules.model import Model
 CONFIGS = sample_configs(120)
 FS_ONLY = {"fs_loss", "fs_arrangement", "fs_memory", "fs_output_layer", "fs_cross_rope", "fs_detach_targets",
            "pool_type", "pre_pool_norm", "pool_output_linear", "pool_bias", "compress", "ca_heads", "fs_mult",
-           "fs_loss_lambda", "fs_attention", "fs_shared_memory_kv", "fs_head_norm"}
+           "fs_loss_lambda", "fs_attention", "fs_shared_memory_kv", "fs_head_norm", "fs_lambda_schedule",
+           "fs_lambda_end"}
 T = 24
 
 
@@ -67,6 +68,7 @@ def check_causal_and_cache(cfg, i):
     g = torch.Generator().manual_seed(i)
     x = torch.randint(0, cfg.vocab_size, (2, T), generator=g)
     y = torch.randint(0, cfg.vocab_len + 2, (2, T + cfg.lookahead - 1), generator=g)  # eos included
+    model.loss_fn.set_progress(i % 5 / 4)  # a scheduled weight somewhere along the run: it weighs the loss only
     with torch.no_grad():
         logits, _ = model(x)
         logits_t, loss = model(x, y)

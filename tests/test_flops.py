@@ -66,6 +66,7 @@ def test_memory_modes_and_arrangements_count_their_keys():
                                        dict(fs_loss="bce", compress_freq="constant", compress_freq_n=2,
                                             weight_tying=False, mlp_gated=False),
                                        dict(fs_loss="bce", fs_attention="parallel"),
+                                       dict(fs_loss="rank", compress_freq="linear", compress_freq_n=1),
                                        dict(fs_loss="bce", fs_attention="joint", fs_shared_memory_kv=True),
                                        dict(fs_loss="bce", fs_attention="dual", fs_shared_memory_kv=True,
                                             fs_head_norm=False, fs_arrangement="parallel")])

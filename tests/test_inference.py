@@ -281,6 +281,19 @@ def test_future_plan_bce_and_several_vectors_per_chunk():
     assert all(0 < s < 1 and i not in BANNED for p in plan for i, _, s in p["tokens"])
 
 
+def test_future_plan_rank_reads_the_predicted_order():
+    model = tiny(**{**CONFIGS["parallel-causal-bce-C2"], "fs_loss": "rank"})
+    with torch.no_grad():
+        model(torch.tensor([TOK.encode("Once upon a time")]))
+    plan = inference.future_plan(model, TOK, top=3)
+    v = model.future[2][0, -1, 0]
+    probs = torch.softmax(model.logits(model.final_norm(v)), -1).detach()
+    probs[BANNED] = -1
+    assert plan[1]["tokens"][0][0] == int(probs.argmax())
+    assert plan[1]["tokens"][0][2] == pytest.approx(float(probs.max()))
+    assert "share of the predicted order" in inference.format_plan([{"token": "a", "plan": plan}], model.cfg)
+
+
 def test_generate_returns_the_plan_of_every_token_the_same_with_and_without_cache():
     model = tiny()
     runs = [inference.generate("Once upon", model, TOK, max_gen_len=25, temperature=0, use_kv_cache=c,

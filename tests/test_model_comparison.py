@@ -118,8 +118,9 @@ def test_trained_beats_untrained_and_object_models_need_data(runs):
         mc.evaluate(["tiny_ff", "tiny_ff"], num_sequences=4, trained_dir=root)
 
 
-def test_evaluate_bce_future_sight(data_cache_dir):
-    mcfg = ModelConfig(dim=32, num_layers=3, num_q_heads=2, max_seq_len=32, fs_periods=2, fs_loss="bce",
+@pytest.mark.parametrize("fs_loss", ["bce", "rank"])
+def test_evaluate_vocabulary_future_sight(data_cache_dir, fs_loss):
+    mcfg = ModelConfig(dim=32, num_layers=3, num_q_heads=2, max_seq_len=32, fs_periods=2, fs_loss=fs_loss,
                        dropout_rate=0.0, vocab_len=1024)
     data = tools.get_data(mcfg, TrainConfig(data_path=tools.SAMPLE_PATH, data_cache_dir=str(data_cache_dir)))
     ev = mc.evaluate([Model(mcfg)], num_sequences=8, data=data)

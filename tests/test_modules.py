@@ -10,7 +10,16 @@ import config
 from config import ModelConfig
 from modules.layer import Layer
 from modules.logging import LoggingModule, log_io
-from modules.loss import Loss, chunk_loss, chunk_valid, chunk_windows, target_cosine
+from modules.loss import (
+    Loss,
+    chunk_loss,
+    chunk_valid,
+    chunk_windows,
+    fs_weights,
+    order_target,
+    rank_loss,
+    target_cosine,
+)
 from modules.mlp import MLP, hidden_width
 from modules.model import Model
 from modules.mqa import (
@@ -362,19 +371,125 @@ def test_chunk_windows_and_masks():
     assert ids[0, 9].tolist() == [12, 13, 14, 15]
 
 
+def _rank_logits(ids, V, sign=1.0):
+    """Logits whose softmax is (close to) the order target of ids (sign=-1: far from it)."""
+    w = order_target(ids)
+    probs = torch.zeros(*ids.shape[:-1], V).scatter_add_(-1, ids, w)
+    return sign * torch.log(probs.clamp(min=1e-30))
+
+
 @pytest.mark.parametrize("kind", config.FS_LOSSES)
 def test_chunk_loss_kinds(kind):
     valid = torch.ones(B, T, dtype=torch.bool)
-    target = torch.rand(B, T, 2, D).round() if kind == "bce" else torch.randn(B, T, 2, D)
-    far = chunk_loss(-50 * (target - 0.5) if kind == "bce" else -target, target, valid, kind)
-    near = chunk_loss(50 * (target - 0.5) if kind == "bce" else target, target, valid, kind)
+    if kind == "rank":  # targets are token ids (B, T, C, W), predictions vocabulary logits
+        V = 29
+        target = torch.randint(0, V, (B, T, 2, 4))
+        near_pred, far_pred = _rank_logits(target, V), _rank_logits(target, V, sign=-1)
+    else:
+        target = torch.rand(B, T, 2, D).round() if kind == "bce" else torch.randn(B, T, 2, D)
+        near_pred = 50 * (target - 0.5) if kind == "bce" else target
+        far_pred = -50 * (target - 0.5) if kind == "bce" else -target
+    far = chunk_loss(far_pred, target, valid, kind)
+    near = chunk_loss(near_pred, target, valid, kind)
     assert near < 1e-3 < far
     # masked positions do not count: a terrible prediction there changes nothing
-    pred = target.clone() if kind != "bce" else 50 * (target - 0.5)
+    pred = near_pred.clone()
     valid[:, -3:] = False
-    pred[:, -3:] = -pred[:, -3:]
+    pred[:, -3:] = far_pred[:, -3:]
     assert chunk_loss(pred, target, valid, kind) < 1e-3
     assert chunk_loss(pred, target, torch.zeros_like(valid), kind) == 0
+
+
+def test_order_target_ranks_first_comings_by_how_soon():
+    # a window of offsets 4..7 holding tokens 5, 6, 5, 7: scores 4, 3, (repeat), 1 -> softmax over them
+    w = order_target(torch.tensor([[5, 6, 5, 7]]))
+    expected = torch.tensor([math.e ** 4, math.e ** 3, 0, math.e ** 1])
+    torch.testing.assert_close(w, (expected / expected.sum())[None])
+    assert order_target(torch.tensor([[3, 3, 3]])).tolist() == [[1.0, 0.0, 0.0]]  # one token: all its weight
+    # each place weighs e times the next, whatever the window's length
+    w = order_target(torch.arange(8)[None])
+    torch.testing.assert_close(w[0, :-1] / w[0, 1:], torch.full((7,), math.e))
+
+
+def test_rank_loss_is_the_kl_to_the_dense_order_target_with_listnets_gradient():
+    V = 29
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 6, (3, 5, 4), generator=g)  # small ids: repeats within a window are common
+    logits = torch.randn(3, 5, V, generator=g, requires_grad=True)
+    # the dense reference: scores W - j at first comings, -inf elsewhere, softmax over the vocabulary
+    scores = torch.full((3, 5, V), float("-inf"))
+    for b in range(3):
+        for t in range(5):
+            for j, v in reversed(list(enumerate(ids[b, t].tolist()))):  # the first coming is written last
+                scores[b, t, v] = 4 - j
+    target = scores.softmax(-1)
+    cross = -(target * logits.log_softmax(-1)).sum(-1)                  # ListNet: cross-entropy
+    entropy = -torch.special.xlogy(target, target).sum(-1)
+    loss = rank_loss(logits, ids)
+    torch.testing.assert_close(loss, cross - entropy, atol=1e-5, rtol=0)
+    assert (loss > -1e-6).all()
+    (g_ref,) = torch.autograd.grad(cross.sum(), logits)
+    (g_got,) = torch.autograd.grad(loss.sum(), logits)
+    torch.testing.assert_close(g_got, g_ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", config.FS_LAMBDA_SCHEDULES)
+def test_fs_weights_follow_their_schedule(schedule):
+    cfg = tiny(fs_lambda_schedule=schedule, fs_lambda_end=0.6, fs_loss_lambda=0.5)  # P = 3 chunks
+    lam = [0.5, 0.25, 0.125]
+    at = {f: [w / l for w, l in zip(fs_weights(cfg, f), lam)] for f in (0, 0.1, 0.3, 0.5, 0.6, 0.9, 1)}
+    assert at[0] == pytest.approx([1, 1, 1])
+    if schedule == "constant":
+        assert all(v == pytest.approx([1, 1, 1]) for v in at.values())
+    elif schedule == "decay":  # every chunk at once, linearly, 0 from 0.6 on
+        assert at[0.3] == pytest.approx([0.5] * 3) and at[0.5] == pytest.approx([1 / 6] * 3)
+        assert at[0.6] == at[0.9] == at[1] == pytest.approx([0, 0, 0])
+    else:  # reverse: chunk 3 over 0..0.2, chunk 2 over 0.2..0.4, chunk 1 over 0.4..0.6
+        assert at[0.1] == pytest.approx([1, 1, 0.5]) and at[0.3] == pytest.approx([1, 0.5, 0])
+        assert at[0.5] == pytest.approx([0.5, 0, 0]) and at[0.6] == pytest.approx([0, 0, 0])
+    assert fs_weights(tiny(fs_periods=0, fs_lambda_schedule=schedule), 0.5) == []
+
+
+def test_set_progress_weighs_the_total_and_leaves_the_parts_unweighted():
+    x = torch.randint(0, 29, (B, T))
+    y = torch.randint(0, 29, (B, T + tiny().lookahead - 1))
+    torch.manual_seed(0)
+    model = Model(tiny(fs_lambda_schedule="decay", fs_lambda_end=0.5, fs_loss_lambda=0.5))
+    totals = {}
+    for f in (0.0, 0.25, 0.5):
+        model.loss_fn.set_progress(f)
+        loss = model(x, y)[1].item()
+        parts = {k: float(v) for k, v in model.loss_parts.items()}
+        expected = parts["ntp_loss"] + sum(w * parts[f"fs_loss_{k}"]
+                                           for k, w in enumerate(fs_weights(model.cfg, f), start=1))
+        assert loss == pytest.approx(expected, rel=1e-6)
+        totals[f] = loss
+    assert totals[0.0] > totals[0.25] > totals[0.5] == pytest.approx(parts["ntp_loss"], rel=1e-6)
+    # the weights are not part of the saved model: a state dict has no such entry
+    assert not any("fs_weight" in k for k in model.state_dict())
+    # a constant schedule ignores set_progress
+    constant = Model(tiny(fs_loss_lambda=0.5))
+    before = constant(x, y)[1].item()
+    constant.loss_fn.set_progress(0.9)
+    assert constant(x, y)[1].item() == before
+
+
+def test_rank_targets_are_the_chunk_ids_and_the_loss_reads_them_through_the_output_layer():
+    cfg = tiny(fs_loss="rank", fs_periods=2, compress_freq="linear", compress_freq_n=1)  # chunk k in k vectors
+    loss = Loss(cfg)
+    assert len(loss.poolers) == 0
+    y = torch.arange(20).unsqueeze(0) % 29
+    (ids1, _), (ids2, _) = loss.targets(y, T=4, embedding=torch.nn.Embedding(cfg.vocab_size, D))
+    assert ids1.shape == (1, 4, 1, 2) and ids1[0, 0, 0].tolist() == [1, 2]      # +2..+3 of position 0
+    assert ids2.shape == (1, 4, 2, 2) and ids2[0, 1].tolist() == [[4, 5], [6, 7]]  # +4..+7 of position 1, halved
+    model = Model(cfg)
+    x, y = torch.randint(0, 29, (B, T)), torch.randint(0, 29, (B, T + cfg.lookahead - 1))
+    model(x, y)
+    (ids, valid), *_ = model.loss_fn.targets(y, T, model.embedding)
+    logits = model.logits(model.final_norm(model.future[1]))
+    ref = (rank_loss(logits, ids).mean(-1) * valid).sum() / valid.sum()
+    assert float(model.loss_parts["fs_loss_1"]) == pytest.approx(ref.item(), rel=1e-5)
+    assert "fs_target_cos_1" not in model.loss_parts
 
 
 def test_cosine_loss_is_one_minus_cosine_similarity_with_its_gradients():

@@ -289,6 +289,21 @@ def test_match_flops_gives_a_baseline_the_futureformers_compute(tmp_path, tiny_r
     assert out.returncode == 2 and "no trained model 'no_such_run'" in out.stderr
 
 
+@needs_sample
+def test_a_scheduled_future_sight_weight_follows_the_run_and_the_log_keeps_the_parts_unweighted(data_cache_dir):
+    """decay to 0 at half the run: the row after step 2 of 4 was evaluated at the weight of step 2's fraction
+    (1/4: half of lambda**k), the last row at 0, where the total loss is the next-token loss alone."""
+    lam = 0.5
+    mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=4, eval_interval=2, fs_lambda_schedule="decay",
+                              fs_lambda_end=0.5, fs_loss_lambda=lam)
+    first, last = train(mcfg, tcfg, save=False, progress=False).log
+    for split in ("train", "val"):
+        fs = sum(0.5 * lam ** k * first[f"{split}_fs_loss_{k}"] for k in (1, 2))
+        assert first[f"{split}_loss"] == pytest.approx(first[f"{split}_ntp_loss"] + fs, rel=1e-5)
+        assert last[f"{split}_loss"] == pytest.approx(last[f"{split}_ntp_loss"], rel=1e-6)
+        assert last[f"{split}_fs_loss_1"] > 0  # the parts are still measured, unweighted
+
+
 # ---------------------------------------------------------------- torch.compile
 
 
@@ -324,15 +339,25 @@ def test_a_failing_compile_falls_back_to_eager_with_the_same_numbers(tmp_path, d
 @needs_sample
 def test_compiled_training_matches_eager(data_cache_dir, capsys):
     """A real compile (tens of seconds): with dropout off, compiled and eager training give the same losses to
-    float tolerance; the start-up lines say it compiled and how long the first step took."""
+    float tolerance, a scheduled future-sight weight included (the compiled step reads the loss's weight buffer,
+    which set_progress changes every step, not a value baked in when it compiled); the start-up lines say it
+    compiled and how long the first step took."""
     mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=3, eval_interval=3, dropout_rate=0.0, num_layers=3,
-                              fs_periods=1, dim=16)
+                              fs_periods=1, dim=16, fs_lambda_schedule="decay", fs_loss_lambda=1.0)
     eager = train(mcfg, replace(tcfg, compile=False), save=False, progress=False)
     compiled = train(mcfg, replace(tcfg, compile=True), save=False, progress=True)
     err = capsys.readouterr().err
     assert "compiling the training step with torch.compile" in err and "compiled: the first step took" in err
     for key in ("train_ntp_loss", "val_ntp_loss", "grad_norm"):
         assert compiled.log[-1][key] == pytest.approx(eager.log[-1][key], rel=1e-4), key
+    model = compiled.model
+    step = torch.compile(model)
+    x, y = tools.get_batch(tools.get_data(mcfg, tcfg), "train", 2, mcfg.max_seq_len, mcfg.lookahead,
+                           torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for fraction in (0.0, 0.5, 0.9):
+            model.loss_fn.set_progress(fraction)
+            assert step(x, y)[1].item() == pytest.approx(model(x, y)[1].item(), rel=1e-5), fraction
 
 
 # ---------------------------------------------------------------- gradient accumulation
