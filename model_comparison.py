@@ -205,9 +205,11 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
     for label, members in found.items():
         for name in members:
             try:
-                logs.setdefault(label, []).append(_read_log(name, trained_dir))
+                log = _read_log(name, trained_dir)  # read first: a run without a log adds no empty group
             except FileNotFoundError as e:
                 warnings.warn(f"{name}: {e}; left out of the plot", stacklevel=2)
+                continue
+            logs.setdefault(label, []).append(log)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 2.5, 4.2), squeeze=False,
                              layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -71,6 +71,22 @@ def test_plot_curves_writes_png_with_a_line_per_run(runs, tmp_path):
         mc.plot_curves(names, metrics=("val_nope",), trained_dir=root)
 
 
+def test_plot_curves_leaves_out_a_run_still_training(runs, tmp_path):
+    """A run whose folder holds its configs but no log yet (it is training) is left out with a warning; the
+    others are drawn."""
+    import shutil
+
+    root, names = runs
+    shutil.copytree(os.path.join(root, names[0]), tmp_path / names[0])
+    os.makedirs(tmp_path / "training_s0")
+    for f in ("model_config.json", "train_config.json"):
+        shutil.copy(os.path.join(root, names[1], f), tmp_path / "training_s0" / f)
+    with pytest.warns(UserWarning, match="training_s0: .*left out of the plot"):
+        fig = mc.plot_curves([names[0], "training_s0"], trained_dir=str(tmp_path))
+    assert [line.get_label() for line in fig.axes[0].get_lines() if line.get_linestyle() == "-"] == [names[0]]
+    mc.plt.close(fig)
+
+
 # ---------------------------------------------------------------- evaluation
 
 
