@@ -118,6 +118,19 @@ def test_inference_notebook_runs_as_committed(tmp_path):
     assert "Once upon a time" in text and "t+2..t+3:" in text
 
 
+def _members(label: str) -> list[str]:
+    """The runs a table row stands for: a README group, a run, or the seeds recorded as group `label`."""
+    if label in README_GROUPS:
+        return README_GROUPS[label]
+    if os.path.isfile(os.path.join(tools.TRAINED_DIR, label, "train_config.json")):
+        return [label]
+    runs = sorted(d for d in os.listdir(tools.TRAINED_DIR)
+                  if os.path.isfile(os.path.join(tools.TRAINED_DIR, d, "train_config.json"))
+                  and tools.load_configs(d)[1].group == label)
+    assert runs, f"{label!r} is neither a run in trained/ nor the group of any"
+    return runs
+
+
 def _percent(cell: str) -> float:
     return float(cell.replace("%", "").replace("−", "-"))
 
@@ -136,10 +149,13 @@ def test_readme_intervals_are_what_compare_computes(tmp_path):
     assert len(tables) >= 5
     for head, _rule, *body in tables:
         labels = [cells[0].strip("`") for cells in body]
-        names = [n for label in labels for n in README_GROUPS.get(label, [label])]
+        names = [n for label in labels for n in _members(label)]
         for name in names:
             if not os.path.isdir(tmp_path / name):
-                shutil.copytree(tools.run_path(name), tmp_path / name, ignore=shutil.ignore_patterns("scores"))
+                # the committed runs are scored afresh from their weights; research runs are committed with their
+                # per-window scores instead of their weights, and compared from those
+                ignore = shutil.ignore_patterns("scores") if name in RUNS else None
+                shutil.copytree(tools.run_path(name), tmp_path / name, ignore=ignore)
         reference = next(cells[0].strip("`") for cells in body if "reference" in cells)
         groups = {label: README_GROUPS[label] for label in labels if label in README_GROUPS}
         table = mc.compare(names, reference=reference, groups=groups, trained_dir=str(tmp_path),
