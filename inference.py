@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 import tools
+from config import VOCAB_FS_LOSSES
 
 # ---------------------------------------------------------------- sampling
 
@@ -241,7 +242,7 @@ def future_plan(model, tokenizer, top: int = 3, position: int = -1, row: int = 0
     cfg = model.cfg
     if not model.future:
         return []
-    if cfg.fs_loss in ("bce", "rank"):
+    if cfg.fs_loss in VOCAB_FS_LOSSES:
         def read(v):                                   # the loss's own readout: final norm -> output -> logits
             logits = model.logits(model.final_norm(v)).float()                          # (C, V)
             return logits.sigmoid() if cfg.fs_loss == "bce" else logits.softmax(-1)

@@ -123,6 +123,7 @@ def target_cosine(target, valid, max_vectors: int = 256):
     pairs = w.sum() ** 2 - (w * w).sum()
     return ((w @ gram @ w) - (w * w * gram.diagonal()).sum()) / pairs
 
+
 def fs_weights(cfg, fraction: float) -> list[float]:
     """The weight of each future chunk's loss, k = 1..P, `fraction` of the way through training (0 = the first
     step, 1 = the end): lambda**k * s_k(fraction), where, with E = fs_lambda_end,
