@@ -564,11 +564,12 @@ def find_groups(names, trained_dir: str | None = None, groups: dict | None = Non
 
 
 def _verdict(r: dict) -> str:
-    if r["hi"] < 0:
-        return "better"
-    if r["lo"] > 0:
-        return "worse"
-    return "not resolved"
+    """better / worse when the interval excludes 0, else "not resolved". Over windows only (two single runs) the
+    verdict says so: it is a statement about this evaluation text, and another seed may reverse it."""
+    if r["lo"] <= 0 <= r["hi"]:
+        return "not resolved"
+    word = "better" if r["hi"] < 0 else "worse"
+    return f"{word} (windows only)" if r["covers"] == "windows only" else word
 
 
 def compare(names=None, reference: str | None = None, groups: dict | None = None, trained_dir: str | None = None,
@@ -584,7 +585,8 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
     Columns: runs (seeds in the group), ntp_loss and bpb (the group's mean over seeds), seed_sd_pct (standard
     deviation over seeds, % of the mean; '-' for one run), d_ntp, d_bpb (B - reference; negative = better),
     d_pct and lo_pct .. hi_pct (the same in % of the reference, with its interval), verdict (better / worse
-    when the interval excludes 0, else "not resolved"), covers: what the interval accounts for —
+    when the interval excludes 0, "better (windows only)" / "worse (windows only)" when it does so over the
+    windows alone, else "not resolved"), covers: what the interval accounts for —
       "windows only": two single runs (`stats.paired_bootstrap`): another seed of either may differ more;
       "windows and seeds": `stats.group_interval`, with the seed spread measured in the two groups.
     table.attrs["notes"] holds sentences that size the experiment: the smallest difference these seeds can
@@ -662,7 +664,7 @@ def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
         _, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4))
     for y, (_, r) in enumerate(rows.iterrows()):
         seeds = r["covers"] == "windows and seeds"
-        color = {"better": "tab:green", "worse": "tab:red"}.get(r["verdict"], "tab:gray")
+        color = {"better": "tab:green", "worse": "tab:red"}.get(r["verdict"].split()[0], "tab:gray")
         ax.plot([r["lo_pct"], r["hi_pct"]], [y, y], "-", color=color, lw=6 if seeds else 2.5,
                 alpha=0.45 if seeds else 0.9, solid_capstyle="butt")
         ax.plot(r["d_pct"], y, "o", color=color)

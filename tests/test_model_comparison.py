@@ -455,3 +455,16 @@ def test_a_run_committed_without_weights_compares_from_its_scores(seed_runs, tmp
     assert fresh.loc["tb_s1", "ntp_loss"] != first.loc["b", "ntp_loss"]
     assert fresh.loc["tb_s1", "ntp_loss"] == pytest.approx(mc.evaluate(["tb_s2"], trained_dir=seed_runs).loc[
         "tb_s2", "ntp_loss"])
+
+
+def test_verdict_says_when_it_leaves_seed_noise_out():
+    """A resolved difference between two single runs is marked "(windows only)"; with seeds in the interval it is
+    plain better / worse; an interval holding 0 is "not resolved" either way."""
+    seeds, windows = "windows and seeds", "windows only"
+    assert mc._verdict({"lo": -0.3, "hi": -0.1, "covers": seeds}) == "better"
+    assert mc._verdict({"lo": 0.1, "hi": 0.3, "covers": seeds}) == "worse"
+    assert mc._verdict({"lo": -0.3, "hi": -0.1, "covers": windows}) == "better (windows only)"
+    assert mc._verdict({"lo": 0.1, "hi": 0.3, "covers": windows}) == "worse (windows only)"
+    for covers in (seeds, windows):
+        assert mc._verdict({"lo": -0.1, "hi": 0.1, "covers": covers}) == "not resolved"
+        assert mc._verdict({"lo": 0.0, "hi": 0.2, "covers": covers}) == "not resolved"
