@@ -658,7 +658,8 @@ def _sizing_note(r: dict, level: float) -> str:
 
 def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
     """compare()'s table as a picture: each row's difference from the reference in %, with its interval as a
-    bar (solid: windows and seeds; hatched-grey: windows only, seed noise not in it). Returns the Figure."""
+    bar (thick: over windows and seeds; thin: over windows only, seed noise not in it), green where the verdict is
+    better, red where worse, grey where not resolved. Returns the Figure."""
     rows = table[table["verdict"] != "reference"].iloc[::-1]
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4))
