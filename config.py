@@ -260,6 +260,7 @@ class TrainConfig:
     device: str = "auto"              # auto (CUDA, then MPS, then CPU), cuda, mps or cpu
     compile: bool | None = None       # torch.compile the model; None = auto: on CPU or CUDA for runs of >= 500 steps
     bf16: bool = True                 # bf16 autocast on CUDA (ignored on CPU and MPS, which train in fp32)
+    ema_decay: float | None = None    # evaluate and save an average of the weights (0.998: about 500 steps); None = off
     # --- data ---
     data_path: str | None = None      # a local text file of stories separated by <|endoftext|>; None = the hub
     val_data_path: str | None = None  # a validation file (the official split's; offline its excerpt); None = hold out
@@ -287,6 +288,8 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         if self.compile is not None and not isinstance(self.compile, bool):
             raise _bad("compile", self.compile, "must be true, false or None (auto)")
+        if self.ema_decay is not None:
+            _check_range("ema_decay", self.ema_decay, lo=0, hi=1, lo_open=True, hi_open=True)
         _check_range("val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
         if self.processes is not None:
             _check_range("processes", self.processes, lo=1, kind=int)

@@ -11,7 +11,8 @@ schedule (`lr_at`), random windows of the training split, an evaluation every `e
 `eval_samples` fixed batches of each split, and a last evaluation over the *whole* held-out validation
 split in fixed windows (so the last row of the log is deterministic and anyone can recompute it). It
 writes trained/<model_name>/ as it goes (configs first, log_data.csv at every evaluation, checkpoints
-every `checkpoint_interval` steps, model.pth at the end) and never overwrites an existing folder.
+every `checkpoint_interval` steps, model.pth at the end) and never overwrites an existing folder. With
+`ema_decay`, what is evaluated, logged and saved is a moving average of the weights (`WeightAverage`).
 
 Seeds and equal compute:
 
@@ -253,6 +254,37 @@ def save_run(run: Run, trained_dir: str | None = None, model_name: str | None = 
     return run.path
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (TrainConfig.ema_decay), kept in a copy of the model
+    that train() evaluates, logs and saves instead of the last weights. After n optimizer steps it holds
+    sum_k d**(n-k) w_k / sum_k d**(n-k) over the weights w_1 .. w_n after each step (d = ema_decay): a plain
+    exponential average over about 1 / (1 - d) steps, with the initial weights left out (Adam's bias
+    correction, done in place: avg <- avg + (w - avg) * (1 - d) / (1 - d**n)). Buffers (the future-sight
+    weight of the schedule) are copied, not averaged. The average only reads the weights: training itself,
+    its batches and its random numbers are unchanged."""
+
+    def __init__(self, model: Model, decay: float):
+        import copy
+
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: Model) -> None:
+        self.updates += 1
+        weight = (1.0 - self.decay) / (1.0 - self.decay ** self.updates)  # 1 at the first step
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), weight)
+        for avg, now in zip(self.model.buffers(), model.buffers(), strict=True):
+            avg.copy_(now)
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "weights": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = state["updates"]
+        self.model.load_state_dict(state["weights"])
+
+
 def _checkpoint(path: str, step: int, model, opt, gen, state: dict, mcfg, tcfg) -> str:
     folder = os.path.join(path, "checkpoints")
     os.makedirs(folder, exist_ok=True)
@@ -393,6 +425,10 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         tcfg = replace(tcfg, model_name=os.path.basename(path), processes=dist.world)
         tools.save_configs(path, mcfg, tcfg)  # now, so that even a crashed run says what it was
     created = path if ckpt is None else None  # removed again if the run fails before its first step
+    ema = WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay else None
+    if ema is not None and ckpt is not None:
+        ema.load_state_dict(ckpt["ema"])
+    judged = ema.model if ema is not None else model  # what the log evaluates and model.pth keeps
     columns = log_columns(mcfg)
     fpt = flops_per_token(mcfg)
     compiling = will_compile(tcfg, device)
@@ -415,9 +451,9 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                "lr": lr_at(min(step, tcfg.max_iters - 1), tcfg),
                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
                "full_val": int(full)}
-        row.update(estimate(model, data, mcfg, tcfg, device, splits=("train",) if full else tools.SPLITS, dist=dist))
+        row.update(estimate(judged, data, mcfg, tcfg, device, splits=("train",) if full else tools.SPLITS, dist=dist))
         if full:  # the val columns of the last row: the whole held-out split, instead of eval_samples batches
-            parts = evaluate_split(model, data, "val", mcfg, tcfg.batch_size, device, tcfg, dist)
+            parts = evaluate_split(judged, data, "val", mcfg, tcfg.batch_size, device, tcfg, dist)
             row.update(_metrics(parts, "val", data.meta["val"]["bytes_per_token"]))
         model.train()
         if not math.isfinite(row["train_ntp_loss"]):
@@ -479,6 +515,8 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                 if nonfinite:
                     raise NonFiniteError(step + 1, float(loss_value), float(norm), _last_checkpoint(path), tcfg)
                 opt.step()
+                if ema is not None:
+                    ema.update(model)
                 grad_norms.append(float(norm))
                 clock["train_time_s"] += time.perf_counter() - t0
                 done = step + 1
@@ -500,7 +538,8 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                     rngs = dist.gather(torch.get_rng_state())  # every process's dropout stream, for an exact resume
                     if path:
                         file = _checkpoint(path, done, model, opt, gen, {
-                            "log": log, "grad_norms": grad_norms, "world": dist.world, "torch_rngs": rngs, **clock},
+                            "log": log, "grad_norms": grad_norms, "world": dist.world, "torch_rngs": rngs, **clock,
+                            **({"ema": ema.state_dict()} if ema is not None else {})},
                             mcfg, tcfg)
                 if stopping and done < tcfg.max_iters:
                     break
@@ -511,7 +550,8 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         raise
     bar.close()
     model.eval()
-    run = Run(model=model, model_cfg=mcfg, train_cfg=tcfg, log=log, path=path)
+    judged.requires_grad_(True)  # the average is handed over as a model like any other
+    run = Run(model=judged, model_cfg=mcfg, train_cfg=tcfg, log=log, path=path)
     if done < tcfg.max_iters:  # Ctrl-C: stopped cleanly after a completed step
         run.stopped_at = done
         if not dist.is_main:
@@ -526,7 +566,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                   "save_run(run) keeps the model as it is", file=sys.stderr)
         return run
     if path:
-        tools.save_model(path, model, mcfg, tcfg)
+        tools.save_model(path, judged, mcfg, tcfg)
         _write_log(os.path.join(path, "log_data.csv"), log, columns)
     return run
 

@@ -124,6 +124,7 @@ BAD_TRAIN = [
     ({"T_mult": 0}, "T_mult", "> 0"),
     ({"num_restarts": -1}, "num_restarts", ">= 0"),
     ({"grad_clip": -1}, "grad_clip", ">= 0"),
+    ({"ema_decay": 1.0}, "ema_decay", "< 1"),
 ]
 
 

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 import torch
-from conftest import needs_sample, tiny_configs
+from conftest import TINY_MODEL, needs_sample, tiny_configs
 
 import tools
 from config import ModelConfig, TrainConfig, parse_overrides, replace
 from modules.flops import flops_per_token
+from modules.model import Model
 from train import (
     Run,
     load_checkpoint,
@@ -239,6 +240,65 @@ def test_cli_trains_and_saves(tmp_path, data_cache_dir):
     out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={tmp_path}",
                   "--model_name=cli", "--max_iters=2")
     assert out.returncode == 2 and "already exists" in out.stderr
+
+
+# ---------------------------------------------------------------- a moving average of the weights
+
+
+def test_the_weight_average_is_the_normalized_exponential_average_of_the_steps_weights():
+    """After n steps: sum_k d**(n-k) w_k / sum_k d**(n-k) over the weights after each step (the initial ones
+    left out); the schedule's buffer is copied; the model it averages is untouched."""
+    from train import WeightAverage
+
+    torch.manual_seed(0)
+    model = Model(ModelConfig(**{**TINY_MODEL, "fs_periods": 2, "fs_lambda_schedule": "decay"}))
+    d, seen = 0.6, []
+    ema = WeightAverage(model, d)
+    for n in range(1, 5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.loss_fn.set_progress(0.2 * n)
+        seen.append([p.detach().clone() for p in model.parameters()])
+        ema.update(model)
+        norm = sum(d ** (n - k) for k in range(1, n + 1))
+        for i, got in enumerate(ema.model.parameters()):
+            want = sum(d ** (n - k) * seen[k - 1][i] for k in range(1, n + 1)) / norm
+            torch.testing.assert_close(got, want)
+        assert all(torch.equal(a, b) for a, b in zip(seen[-1], model.parameters()))
+        assert torch.equal(ema.model.loss_fn.fs_weight, model.loss_fn.fs_weight)
+        assert ema.updates == n and not any(p.requires_grad for p in ema.model.parameters())
+
+
+@needs_sample
+def test_an_averaged_run_trains_the_same_and_logs_saves_and_resumes_its_average(data_cache_dir, tmp_path):
+    """ema_decay changes what is evaluated and saved, not the training: the same gradient norms as without it,
+    other validation losses; model.pth holds the average, which recomputes the last row; a resumed run ends on
+    the same average as the straight one."""
+    from train import evaluate_split
+
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=1, dropout_rate=0.1, max_iters=20, eval_interval=5,
+                              checkpoint_interval=10, model_name="plain")
+    plain = train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
+    averaged = train(mcfg, replace(tcfg, ema_decay=0.9, model_name="averaged"), trained_dir=str(tmp_path),
+                     progress=False)
+    assert [r["grad_norm"] for r in averaged.log] == [r["grad_norm"] for r in plain.log]
+    assert all(a["val_ntp_loss"] != b["val_ntp_loss"] for a, b in zip(averaged.log, plain.log))
+    assert not any(torch.equal(a, b) for a, b in zip(averaged.model.parameters(), plain.model.parameters()))
+    model, _, _ = tools.load_model("averaged", str(tmp_path))
+    for a, b in zip(model.state_dict().values(), averaged.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    parts = evaluate_split(model, tools.get_data(mcfg, tcfg), "val", mcfg, batch_size=5, device="cpu")
+    assert parts["ntp_loss"] == pytest.approx(averaged.log[-1]["val_ntp_loss"], rel=1e-4)
+    ckpt = os.path.join(averaged.path, "checkpoints", "step_000010.pt")
+    assert load_checkpoint(ckpt)["ema"]["updates"] == 10
+    resumed_dir = tmp_path / "resumed"
+    os.makedirs(resumed_dir / "checkpoints")
+    os.link(ckpt, resumed_dir / "checkpoints" / "step_000010.pt")
+    resumed = train(resume=str(resumed_dir / "checkpoints" / "step_000010.pt"), progress=False)
+    for a, b in zip(resumed.model.state_dict().values(), averaged.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.log[-1]["val_ntp_loss"] == averaged.log[-1]["val_ntp_loss"]
 
 
 # ---------------------------------------------------------------- seeds and equal compute
