@@ -273,7 +273,8 @@ class WeightAverage:
     def update(self, model: Model) -> None:
         self.updates += 1
         weight = (1.0 - self.decay) / (1.0 - self.decay ** self.updates)  # 1 at the first step
-        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), weight)
+        for avg, now in zip(self.model.parameters(), model.parameters(), strict=True):
+            avg.lerp_(now, weight)
         for avg, now in zip(self.model.buffers(), model.buffers(), strict=True):
             avg.copy_(now)
 
