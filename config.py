@@ -261,6 +261,7 @@ class TrainConfig:
     compile: bool | None = None       # torch.compile the model; None = auto: on CPU or CUDA for runs of >= 500 steps
     bf16: bool = True                 # bf16 autocast on CUDA (ignored on CPU and MPS, which train in fp32)
     ema_decay: float | None = None    # evaluate and save an average of the weights (0.998: about 500 steps); None = off
+    ema_save_last: bool = False       # with ema_decay: the last weights too, logged and saved as the run NAME_last
     # --- data ---
     data_path: str | None = None      # a local text file of stories separated by <|endoftext|>; None = the hub
     val_data_path: str | None = None  # a validation file (the official split's; offline its excerpt); None = hold out
@@ -290,6 +291,11 @@ class TrainConfig:
             raise _bad("compile", self.compile, "must be true, false or None (auto)")
         if self.ema_decay is not None:
             _check_range("ema_decay", self.ema_decay, lo=0, hi=1, lo_open=True, hi_open=True)
+        if not isinstance(self.ema_save_last, bool):
+            raise _bad("ema_save_last", self.ema_save_last, "must be true or false")
+        if self.ema_save_last and self.ema_decay is None:
+            raise _bad("ema_save_last", self.ema_save_last, "needs ema_decay: without an average the last "
+                       "weights are the run itself")
         _check_range("val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
         if self.processes is not None:
             _check_range("processes", self.processes, lo=1, kind=int)

@@ -12,7 +12,8 @@ schedule (`lr_at`), random windows of the training split, an evaluation every `e
 split in fixed windows (so the last row of the log is deterministic and anyone can recompute it). It
 writes trained/<model_name>/ as it goes (configs first, log_data.csv at every evaluation, checkpoints
 every `checkpoint_interval` steps, model.pth at the end) and never overwrites an existing folder. With
-`ema_decay`, what is evaluated, logged and saved is a moving average of the weights (`WeightAverage`).
+`ema_decay`, what is evaluated, logged and saved is a moving average of the weights (`WeightAverage`);
+`ema_save_last` keeps the last weights as well, as the twin run NAME_last (`last_weights_config`).
 
 Seeds and equal compute:
 
@@ -229,6 +230,7 @@ class Run:
     path: str | None = None
     stopped_at: int | None = None     # the last completed step, when training was interrupted (Ctrl-C)
     resume_from: str | None = None    # the checkpoint written then
+    last: "Run | None" = None         # with ema_save_last: the last weights, as a run of their own (NAME_last)
 
     def log_frame(self):
         import pandas as pd
@@ -251,6 +253,11 @@ def save_run(run: Run, trained_dir: str | None = None, model_name: str | None = 
     run.train_cfg = tcfg = replace(tcfg, model_name=os.path.basename(run.path), processes=tcfg.processes or 1)
     tools.save_model(run.path, run.model, mcfg, tcfg)
     _write_log(os.path.join(run.path, "log_data.csv"), run.log, log_columns(mcfg))
+    if run.last is not None and run.last.path is None:  # ema_save_last: the last weights go beside it
+        run.last.train_cfg = last_weights_config(tcfg)
+        run.last.path = _reserve_folder(os.path.dirname(run.path), run.last.train_cfg.model_name, "")
+        tools.save_model(run.last.path, run.last.model, mcfg, run.last.train_cfg)
+        _write_log(os.path.join(run.last.path, "log_data.csv"), run.last.log, log_columns(mcfg))
     return run.path
 
 
@@ -284,6 +291,21 @@ class WeightAverage:
     def load_state_dict(self, state: dict) -> None:
         self.updates = state["updates"]
         self.model.load_state_dict(state["weights"])
+
+
+def last_weights_config(tcfg: TrainConfig) -> TrainConfig:
+    """The TrainConfig of an averaged run's twin (ema_save_last): the run of its last weights, which is the run
+    the same command without ema_decay gives (same training, other name). Seed runs G_s<seed> of the group G
+    get G_last_s<seed> in the group G_last, so that the last weights of a seed group form a group of their own
+    for model_comparison; any other name NAME gets NAME_last."""
+    name, group = tcfg.model_name, tcfg.group
+    if name is None:
+        raise ValueError("the twin of a run is named after it: give the run a model_name first")
+    if group and name == f"{group}_s{tcfg.seed}":
+        name, group = f"{group}_last_s{tcfg.seed}", f"{group}_last"
+    else:
+        name, group = f"{name}_last", f"{group}_last" if group else None
+    return replace(tcfg, model_name=name, group=group, ema_decay=None, ema_save_last=False)
 
 
 def _checkpoint(path: str, step: int, model, opt, gen, state: dict, mcfg, tcfg) -> str:
@@ -401,6 +423,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
     opt = make_optimizer(model, tcfg, device)
     gen = torch.Generator().manual_seed(tcfg.seed)  # the training batches: the same draws in every process
     log, start = [], 0
+    last_log, last_path = [], None  # with ema_save_last: the log and the folder of the last weights' twin run
     tokens_per_step = tcfg.batch_size * tcfg.grad_accum_steps * dist.world * mcfg.max_seq_len  # the global batch
     clock = {"elapsed_s": 0.0, "train_time_s": 0.0}
     path = None
@@ -412,6 +435,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         if "cuda_rng" in ckpt and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         start, log = ckpt["step"], list(ckpt["log"])
+        last_log = list(ckpt.get("last_log", []))
         clock = {k: ckpt[k] for k in clock}
         if dist.is_main:
             path, tcfg = _resume_folder(resume, ckpt, tcfg)
@@ -419,13 +443,26 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                 tools.save_configs(path, mcfg, tcfg)
             if log:
                 _write_log(os.path.join(path, "log_data.csv"), log, log_columns(mcfg))
+            if tcfg.ema_save_last:  # the twin folder goes beside the run's, and follows it to NAME_from_<step>
+                last_path = os.path.join(os.path.dirname(path), last_weights_config(tcfg).model_name)
+                tools.save_configs(last_path, mcfg, last_weights_config(tcfg))
+                if last_log:
+                    _write_log(os.path.join(last_path, "log_data.csv"), last_log, log_columns(mcfg))
     elif save and dist.is_main:  # only the first process writes the run folder
-        path = _reserve_folder(trained_dir or tools.TRAINED_DIR, tcfg.model_name,
-                               default_name(mcfg, model.num_params()))
+        root = trained_dir or tools.TRAINED_DIR
+        path = _reserve_folder(root, tcfg.model_name, default_name(mcfg, model.num_params()))
         # the config records the name it is saved under, and how many processes trained it (the global batch)
         tcfg = replace(tcfg, model_name=os.path.basename(path), processes=dist.world)
+        if tcfg.ema_save_last:
+            try:
+                last_path = _reserve_folder(root, last_weights_config(tcfg).model_name, "")
+            except FileExistsError:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
+            tools.save_configs(last_path, mcfg, last_weights_config(tcfg))
         tools.save_configs(path, mcfg, tcfg)  # now, so that even a crashed run says what it was
-    created = path if ckpt is None else None  # removed again if the run fails before its first step
+    # removed again if the run fails before its first step
+    created = [p for p in (path, last_path) if p] if ckpt is None else []
     ema = WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay else None
     if ema is not None and ckpt is not None:
         ema.load_state_dict(ckpt["ema"])
@@ -441,7 +478,15 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         wrapped = DistributedDataParallel(model, device_ids=[dist.local_rank] if device == "cuda" else None)
     step_model = torch.compile(wrapped) if compiling else wrapped
 
+    def measure(net, full):
+        out = estimate(net, data, mcfg, tcfg, device, splits=("train",) if full else tools.SPLITS, dist=dist)
+        if full:  # the val columns of the last row: the whole held-out split, instead of eval_samples batches
+            parts = evaluate_split(net, data, "val", mcfg, tcfg.batch_size, device, tcfg, dist)
+            out.update(_metrics(parts, "val", data.meta["val"]["bytes_per_token"]))
+        return out
+
     def log_row(step, grad_norms, full):
+        """The log row of `judged` at this step, and with ema_save_last the last weights' row (else None)."""
         if device == "cuda":
             torch.cuda.synchronize()
         model.eval()
@@ -452,15 +497,14 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                "lr": lr_at(min(step, tcfg.max_iters - 1), tcfg),
                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
                "full_val": int(full)}
-        row.update(estimate(judged, data, mcfg, tcfg, device, splits=("train",) if full else tools.SPLITS, dist=dist))
-        if full:  # the val columns of the last row: the whole held-out split, instead of eval_samples batches
-            parts = evaluate_split(judged, data, "val", mcfg, tcfg.batch_size, device, tcfg, dist)
-            row.update(_metrics(parts, "val", data.meta["val"]["bytes_per_token"]))
+        last_row = {**row, **measure(model, full)} if tcfg.ema_save_last else None
+        row.update(measure(judged, full))
         model.train()
-        if not math.isfinite(row["train_ntp_loss"]):
-            raise FloatingPointError(f"the training loss is {row['train_ntp_loss']} at step {step}: try a lower "
-                                     f"lr_max (now {tcfg.lr_max}) or grad_clip")
-        return row
+        for r in (row, last_row or row):
+            if not math.isfinite(r["train_ntp_loss"]):
+                raise FloatingPointError(f"the training loss is {r['train_ntp_loss']} at step {step}: try a "
+                                         f"lower lr_max (now {tcfg.lr_max}) or grad_clip")
+        return row, last_row
 
     if progress and start == 0:
         micro = f"({tcfg.grad_accum_steps} micro-batches of {tcfg.batch_size}) " if tcfg.grad_accum_steps > 1 else ""
@@ -521,18 +565,23 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                 grad_norms.append(float(norm))
                 clock["train_time_s"] += time.perf_counter() - t0
                 done = step + 1
-                created = None
+                created = []
                 if done % 10 == 0 or done == tcfg.max_iters:
                     bar.set_postfix(ntp=f"{float(model.loss_parts.get('ntp_loss', loss_value)):.3f}", lr=f"{lr:.2e}",
                                     val=f"{log[-1]['val_ntp_loss']:.3f}" if log else "-", refresh=False)
                 bar.update(1)
                 if done % tcfg.eval_interval == 0 or done == tcfg.max_iters:
-                    row = log_row(done, grad_norms, full=done == tcfg.max_iters)
+                    row, last_row = log_row(done, grad_norms, full=done == tcfg.max_iters)
                     grad_norms = []
                     clock["elapsed_s"] = row["elapsed_s"] = time.perf_counter() - t_start
                     log.append(row)
                     if path:
                         _write_log(os.path.join(path, "log_data.csv"), log, columns)
+                    if last_row is not None:
+                        last_row["elapsed_s"] = row["elapsed_s"]
+                        last_log.append(last_row)
+                        if last_path:
+                            _write_log(os.path.join(last_path, "log_data.csv"), last_log, columns)
                 if save and done < tcfg.max_iters and (
                         stopping or (tcfg.checkpoint_interval and done % tcfg.checkpoint_interval == 0)):
                     clock["elapsed_s"] = time.perf_counter() - t_start
@@ -540,19 +589,23 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                     if path:
                         file = _checkpoint(path, done, model, opt, gen, {
                             "log": log, "grad_norms": grad_norms, "world": dist.world, "torch_rngs": rngs, **clock,
-                            **({"ema": ema.state_dict()} if ema is not None else {})},
+                            **({"ema": ema.state_dict()} if ema is not None else {}),
+                            **({"last_log": last_log} if tcfg.ema_save_last else {})},
                             mcfg, tcfg)
                 if stopping and done < tcfg.max_iters:
                     break
     except BaseException:
         bar.close()
-        if created and os.path.isdir(created):  # failed before its first step: leave no folder to block the name
-            shutil.rmtree(created, ignore_errors=True)
+        for folder in created:  # failed before its first step: leave no folder to block the name
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     bar.close()
     model.eval()
     judged.requires_grad_(True)  # the average is handed over as a model like any other
     run = Run(model=judged, model_cfg=mcfg, train_cfg=tcfg, log=log, path=path)
+    if tcfg.ema_save_last:
+        run.last = Run(model=model, model_cfg=mcfg, train_cfg=last_weights_config(tcfg), log=last_log, path=last_path,
+                       stopped_at=done if done < tcfg.max_iters else None)
     if done < tcfg.max_iters:  # Ctrl-C: stopped cleanly after a completed step
         run.stopped_at = done
         if not dist.is_main:
@@ -569,6 +622,9 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
     if path:
         tools.save_model(path, judged, mcfg, tcfg)
         _write_log(os.path.join(path, "log_data.csv"), log, columns)
+    if last_path:
+        tools.save_model(last_path, model, mcfg, run.last.train_cfg)
+        _write_log(os.path.join(last_path, "log_data.csv"), last_log, columns)
     return run
 
 
@@ -687,7 +743,11 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds, *, traine
     base = train_cfg.model_name or default_name(model_cfg, Model(model_cfg).num_params())
     root = trained_dir or tools.TRAINED_DIR
     first = int(os.environ.get("RANK", "0")) == 0  # under torchrun the first process checks (and torchrun stops all)
-    taken = [n for n in seed_names(base, seeds) if first and os.path.exists(os.path.join(root, n))]
+    names = seed_names(base, seeds)
+    if train_cfg.ema_save_last:  # the last weights' twins too (G_last_s<seed>)
+        names += [last_weights_config(replace(train_cfg, seed=s, model_name=n, group=base)).model_name
+                  for s, n in zip(seeds, seed_names(base, seeds))]
+    taken = [n for n in names if first and os.path.exists(os.path.join(root, n))]
     if taken:
         raise FileExistsError(f"{', '.join(os.path.join(root, n) for n in taken)} already exist(s) and runs are "
                               "never overwritten: choose another model_name")
@@ -768,9 +828,9 @@ def main(argv: list[str]) -> int:
         return 130  # interrupted: train() said where the checkpoint is and how to resume
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, the first process reports
-    for run in runs:
+    for run, what in [(r, w) for one in runs for r, w in ((one, ""), (one.last, "the last weights ")) if r]:
         last = run.log[-1]
-        print(f"saved to {run.path}\nvalidation (whole validation split): NTP loss {last['val_ntp_loss']:.4f}, "
+        print(f"saved {what}to {run.path}\nvalidation (whole validation split): NTP loss {last['val_ntp_loss']:.4f}, "
               f"{last['val_bpb']:.4f} bits per byte, perplexity {last['val_ppl']:.2f}; "
               f"{last['tokens_per_s']:,.0f} training tokens/s")
     return 0

@@ -125,6 +125,8 @@ BAD_TRAIN = [
     ({"num_restarts": -1}, "num_restarts", ">= 0"),
     ({"grad_clip": -1}, "grad_clip", ">= 0"),
     ({"ema_decay": 1.0}, "ema_decay", "< 1"),
+    ({"ema_save_last": True}, "ema_save_last", "needs ema_decay"),
+    ({"ema_decay": 0.9, "ema_save_last": "yes"}, "ema_save_last", "true or false"),
 ]
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY_MODEL, needs_sample, tiny_configs
@@ -299,6 +300,56 @@ def test_an_averaged_run_trains_the_same_and_logs_saves_and_resumes_its_average(
     for a, b in zip(resumed.model.state_dict().values(), averaged.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert resumed.log[-1]["val_ntp_loss"] == averaged.log[-1]["val_ntp_loss"]
+
+
+@needs_sample
+def test_an_averaged_run_can_keep_its_last_weights_as_the_plain_run_of_the_same_command(data_cache_dir, tmp_path):
+    """ema_save_last writes the last weights as the twin NAME_last: the run the command without ema_decay gives
+    (same log but for the timing columns, the same model.pth, bitwise on CPU), while NAME keeps the average;
+    it survives a resume, folds seed groups into G_last, and a taken twin name is refused before training."""
+    from train import last_weights_config
+
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=1, dropout_rate=0.1, max_iters=20, eval_interval=5,
+                              checkpoint_interval=10, model_name="plain")
+    plain = train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
+    both = train(mcfg, replace(tcfg, ema_decay=0.9, ema_save_last=True, model_name="avg"),
+                 trained_dir=str(tmp_path), progress=False)
+    assert both.last.path == str(tmp_path / "avg_last") and both.path == str(tmp_path / "avg")
+    timing = {"elapsed_s", "tokens_per_s"}
+    saved_log = pd.read_csv(tmp_path / "avg_last" / "log_data.csv").to_dict("records")
+    for ours, theirs, saved in zip(both.last.log, plain.log, saved_log, strict=True):
+        assert {k: ours[k] for k in ours.keys() - timing} == {k: theirs[k] for k in theirs.keys() - timing}
+        assert saved["val_ntp_loss"] == pytest.approx(ours["val_ntp_loss"], rel=1e-6)
+    assert both.log[-1]["val_ntp_loss"] != plain.log[-1]["val_ntp_loss"]  # the run itself is the average
+    for name, want in (("avg_last", plain.model), ("avg", both.model)):
+        model, _, _ = tools.load_model(name, str(tmp_path))
+        for a, b in zip(model.state_dict().values(), want.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    _, twin_cfg = tools.load_configs("avg_last", str(tmp_path))
+    assert replace(twin_cfg, model_name="plain") == replace(plain.train_cfg)  # a plain run's config, renamed
+    assert twin_cfg.ema_decay is None and not twin_cfg.ema_save_last
+
+    ckpt = os.path.join(both.path, "checkpoints", "step_000010.pt")  # resumed: both folders end the same
+    resumed_dir = tmp_path / "again" / "avg"
+    os.makedirs(resumed_dir / "checkpoints")
+    os.link(ckpt, resumed_dir / "checkpoints" / "step_000010.pt")
+    resumed = train(resume=str(resumed_dir / "checkpoints" / "step_000010.pt"), progress=False)
+    assert resumed.last.path == str(tmp_path / "again" / "avg_last")
+    assert [r["val_ntp_loss"] for r in resumed.last.log] == [r["val_ntp_loss"] for r in plain.log]
+    model, _, _ = tools.load_model("avg_last", str(tmp_path / "again"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.model.state_dict().values()))
+
+    seeded = replace(tcfg, ema_decay=0.9, ema_save_last=True, model_name="g_s3", group="g", seed=3)
+    assert (last_weights_config(seeded).model_name, last_weights_config(seeded).group) == ("g_last_s3", "g_last")
+    short = replace(tcfg, ema_decay=0.9, ema_save_last=True, max_iters=2, checkpoint_interval=None)
+    os.makedirs(tmp_path / "new_last")
+    with pytest.raises(FileExistsError, match="new_last"):  # the twin's name is taken: no folder is left behind
+        train(mcfg, replace(short, model_name="new"), trained_dir=str(tmp_path), progress=False)
+    assert not os.path.exists(tmp_path / "new")
+    os.makedirs(tmp_path / "s_last_s1")
+    with pytest.raises(FileExistsError, match="s_last_s1"):
+        train_seeds(mcfg, replace(short, model_name="s"), [0, 1], trained_dir=str(tmp_path), progress=False)
+    assert not os.path.exists(tmp_path / "s_s0")
 
 
 # ---------------------------------------------------------------- seeds and equal compute
