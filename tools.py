@@ -574,6 +574,12 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def cpu_state(model) -> dict:
+    """A model's weights and buffers as detached CPU tensors, ready for torch.save (a compiled model's plain ones)."""
+    model = getattr(model, "_orig_mod", model)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def check_finite(state: dict, what: str) -> None:
     """Refuse to save weights that are not all finite: a NaN written to disk is a run lost."""
     bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
@@ -595,8 +601,7 @@ def save_configs(path: str, mcfg, tcfg) -> None:
 def save_model(path: str, model, mcfg, tcfg) -> None:
     """Write model.pth and both configs into the run folder `path` (created if needed); weights that are not
     all finite are refused (FloatingPointError) and nothing is written."""
-    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model saves its plain state dict
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = cpu_state(model)
     check_finite(state, os.path.join(path, "model.pth"))
     save_configs(path, mcfg, tcfg)
     replace_atomically(os.path.join(path, "model.pth"), lambda tmp: torch.save(state, tmp))

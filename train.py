@@ -286,7 +286,7 @@ class WeightAverage:
             avg.copy_(now)
 
     def state_dict(self) -> dict:
-        return {"updates": self.updates, "weights": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
+        return {"updates": self.updates, "weights": tools.cpu_state(self.model)}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = state["updates"]
@@ -312,8 +312,10 @@ def _checkpoint(path: str, step: int, model, opt, gen, state: dict, mcfg, tcfg) 
     folder = os.path.join(path, "checkpoints")
     os.makedirs(folder, exist_ok=True)
     file = os.path.join(folder, f"step_{step:06d}.pt")
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    weights = tools.cpu_state(model)
     tools.check_finite(weights, f"the checkpoint {file}")
+    if "ema" in state:
+        tools.check_finite(state["ema"]["weights"], f"the checkpoint {file} (its averaged weights)")
     ckpt = {"step": step, "model": weights,
             "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "batch_rng": gen.get_state(),
             "model_config": to_dict(mcfg), "train_config": to_dict(tcfg), **state}

@@ -94,6 +94,19 @@ def test_weights_with_nan_are_never_saved(tmp_path):
     assert not os.path.exists(tmp_path / "run" / "model.pth")
 
 
+def test_a_checkpoint_with_a_nan_in_its_averaged_weights_is_never_written(tmp_path):
+    """The checkpoint of an --ema_decay run holds two sets of weights: a NaN in either refuses the file."""
+    model = train_module.Model(ModelConfig(dim=16, num_layers=2, num_q_heads=2, fs_periods=1, max_seq_len=16))
+    ema = train_module.WeightAverage(model, 0.9)
+    with torch.no_grad():
+        ema.model.embedding.weight[0, 0] = float("nan")
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(FloatingPointError, match="averaged weights.*embedding.weight"):
+        train_module._checkpoint(str(tmp_path), 3, model, opt, torch.Generator(), {"ema": ema.state_dict()},
+                                 model.cfg, TrainConfig(ema_decay=0.9))
+    assert not os.path.exists(tmp_path / "checkpoints" / "step_000003.pt")
+
+
 # ---------------------------------------------------------------- interruptions
 
 
