@@ -297,13 +297,12 @@ def last_weights_config(tcfg: TrainConfig) -> TrainConfig:
     """The TrainConfig of an averaged run's twin (ema_save_last): the run of its last weights, which is the run
     the same command without ema_decay gives (same training, other name). Seed runs G_s<seed> of the group G
     get G_last_s<seed> in the group G_last, so that the last weights of a seed group form a group of their own
-    for model_comparison; any other name NAME gets NAME_last."""
+    for model_comparison; any other name NAME gets NAME_last. An unnamed run (save=False) has an unnamed twin,
+    named when save_run saves both."""
     name, group = tcfg.model_name, tcfg.group
-    if name is None:
-        raise ValueError("the twin of a run is named after it: give the run a model_name first")
-    if group and name == f"{group}_s{tcfg.seed}":
+    if name is not None and group and name == f"{group}_s{tcfg.seed}":
         name, group = f"{group}_last_s{tcfg.seed}", f"{group}_last"
-    else:
+    elif name is not None:
         name, group = f"{name}_last", f"{group}_last" if group else None
     return replace(tcfg, model_name=name, group=group, ema_decay=None, ema_save_last=False)
 

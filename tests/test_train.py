@@ -350,6 +350,11 @@ def test_an_averaged_run_can_keep_its_last_weights_as_the_plain_run_of_the_same_
     with pytest.raises(FileExistsError, match="s_last_s1"):
         train_seeds(mcfg, replace(short, model_name="s"), [0, 1], trained_dir=str(tmp_path), progress=False)
     assert not os.path.exists(tmp_path / "s_s0")
+    unsaved = train(mcfg, replace(short, model_name=None), save=False, progress=False)  # save_run writes the twin
+    assert unsaved.last.path is None and unsaved.last.train_cfg.model_name is None
+    save_run(unsaved, str(tmp_path), model_name="later")
+    assert unsaved.last.path == str(tmp_path / "later_last") and unsaved.last.train_cfg.model_name == "later_last"
+    assert sorted(os.listdir(unsaved.last.path)) == sorted(tools.RUN_FILES)
 
 
 # ---------------------------------------------------------------- seeds and equal compute
