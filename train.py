@@ -445,8 +445,9 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
             if log:
                 _write_log(os.path.join(path, "log_data.csv"), log, log_columns(mcfg))
             if tcfg.ema_save_last:  # the twin folder goes beside the run's, and follows it to NAME_from_<step>
-                last_path = os.path.join(os.path.dirname(path), last_weights_config(tcfg).model_name)
-                tools.save_configs(last_path, mcfg, last_weights_config(tcfg))
+                last_cfg = last_weights_config(tcfg)
+                last_path = os.path.join(os.path.dirname(path), last_cfg.model_name)
+                tools.save_configs(last_path, mcfg, last_cfg)
                 if last_log:
                     _write_log(os.path.join(last_path, "log_data.csv"), last_log, log_columns(mcfg))
     elif save and dist.is_main:  # only the first process writes the run folder
@@ -455,12 +456,13 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         # the config records the name it is saved under, and how many processes trained it (the global batch)
         tcfg = replace(tcfg, model_name=os.path.basename(path), processes=dist.world)
         if tcfg.ema_save_last:
+            last_cfg = last_weights_config(tcfg)
             try:
-                last_path = _reserve_folder(root, last_weights_config(tcfg).model_name, "")
+                last_path = _reserve_folder(root, last_cfg.model_name, "")
             except FileExistsError:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
-            tools.save_configs(last_path, mcfg, last_weights_config(tcfg))
+            tools.save_configs(last_path, mcfg, last_cfg)
         tools.save_configs(path, mcfg, tcfg)  # now, so that even a crashed run says what it was
     # removed again if the run fails before its first step
     created = [p for p in (path, last_path) if p] if ckpt is None else []
@@ -501,7 +503,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         last_row = {**row, **measure(model, full)} if tcfg.ema_save_last else None
         row.update(measure(judged, full))
         model.train()
-        for r in (row, last_row or row):
+        for r in filter(None, (row, last_row)):
             if not math.isfinite(r["train_ntp_loss"]):
                 raise FloatingPointError(f"the training loss is {r['train_ntp_loss']} at step {step}: try a "
                                          f"lower lr_max (now {tcfg.lr_max}) or grad_clip")
