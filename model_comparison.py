@@ -575,7 +575,7 @@ def _verdict(r: dict) -> str:
 def compare(names=None, reference: str | None = None, groups: dict | None = None, trained_dir: str | None = None,
             val_data_path: str | None = None, seq_len: int | None = None, batch_size: int = 16,
             device: str = "auto", level: float = stats.LEVEL, n_boot: int = stats.N_BOOT,
-            seed: int = 0) -> pd.DataFrame:
+            seed: int = 0, paired: bool = False) -> pd.DataFrame:
     """Each run (or group of seeds) against a reference, on the same windows of the whole validation split,
     with a 95% interval for the difference. One row per group (`find_groups`; a run alone is a group of one).
 
@@ -588,7 +588,12 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
     when the interval excludes 0, "better (windows only)" / "worse (windows only)" when it does so over the
     windows alone, else "not resolved"), covers: what the interval accounts for —
       "windows only": two single runs (`stats.paired_bootstrap`): another seed of either may differ more;
-      "windows and seeds": `stats.group_interval`, with the seed spread measured in the two groups.
+      "windows and seeds": `stats.group_interval`, with the seed spread measured in the two groups;
+      "windows and seeds, paired": with paired=True, `stats.seed_paired_interval`: seed k of each group is
+      paired with seed k of the reference (the seed in its train_config.json; every group needs the
+      reference's seeds, each once), and the spread is that of the pairs' differences. Pair when the pairs
+      share something a seed decides (one training scored with averaged and last weights, or the same seed's
+      data order and initial weights), and decide so before looking: not by which interval is narrower.
     table.attrs["notes"] holds sentences that size the experiment: the smallest difference these seeds can
     resolve, and how many seeds a 1% difference would need at the measured spread.
     """
@@ -625,6 +630,10 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
             if len(members) == 1 and len(groups[ref]) == 1:
                 r = stats.paired_bootstrap(nll[ref][0], nll[label][0], counts, level, n_boot, seed)
                 r["covers"] = "windows only"
+            elif paired:
+                ia, ib = _seed_pairs(groups, ref, label, trained_dir)
+                r = stats.seed_paired_interval(nll[ref][ia], nll[label][ib], counts, level, n_boot, seed)
+                sizing.setdefault(_sizing_note(r, level), []).append(label)
             else:
                 r = stats.group_interval(nll[ref], nll[label], counts, level, n_boot, seed)
                 sizing.setdefault(_sizing_note(r, level), []).append(label)
@@ -643,12 +652,33 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
     return table
 
 
+def _seed_pairs(groups: dict, ref: str, label: str, trained_dir) -> tuple[list[int], list[int]]:
+    """Row indices into the reference's and the label's members that pair seed k with seed k, in seed order."""
+    seeds = {}
+    for g in (ref, label):
+        seeds[g] = [tools.load_configs(name, trained_dir)[1].seed for name in groups[g]]
+        if len(set(seeds[g])) < len(seeds[g]):
+            raise ValueError(f"paired comparison: group {g!r} holds a seed twice ({dict(zip(groups[g], seeds[g]))}), "
+                             "so its runs cannot be paired with the reference's by seed")
+    if sorted(seeds[ref]) != sorted(seeds[label]):
+        raise ValueError(f"paired comparison: {label!r} has seeds {sorted(seeds[label])} and the reference {ref!r} "
+                         f"{sorted(seeds[ref])}; pairing needs the same seeds in both (or compare without pairing)")
+    order = sorted(seeds[ref])
+    return [seeds[ref].index(k) for k in order], [seeds[label].index(k) for k in order]
+
+
 def _sizing_note(r: dict, level: float) -> str:
     """What a group comparison can resolve at the measured seed spread, and the seeds a 1% difference needs."""
     if r["seed_df"] == 0:
         return "one run each, no seed spread measured: the interval covers the windows only."
     sd = r["seed_sd"] / r["mean_a"]
     window = r["window_se_rel"]
+    if r.get("paired"):
+        smallest = stats.resolvable(sd, r["n_a"], r["n_b"], window, level, paired=True)
+        need = stats.seeds_needed(0.01, sd, window, level, paired=True)
+        return (f"{r['n_a']} seed pairs, spread of the pairs' differences {100 * sd:.2f}% ({r['seed_df']} degree(s) "
+                f"of freedom): differences within ±{100 * smallest:.2f}% cannot be told from 0; a 1% difference "
+                f"needs {need or 'more than 1000'} pairs (80% power).")
     smallest = stats.resolvable(sd, r["n_a"], r["n_b"], window, level)
     need = stats.seeds_needed(0.01, sd, window, level)
     return (f"{r['n_b']} seed(s) against {r['n_a']}, seed spread {100 * sd:.2f}% (pooled, {r['seed_df']} degree(s) "
@@ -664,7 +694,7 @@ def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4))
     for y, (_, r) in enumerate(rows.iterrows()):
-        seeds = r["covers"] == "windows and seeds"
+        seeds = r["covers"].startswith("windows and seeds")
         color = {"better": "tab:green", "worse": "tab:red"}.get(r["verdict"].split()[0], "tab:gray")
         ax.plot([r["lo_pct"], r["hi_pct"]], [y, y], "-", color=color, lw=6 if seeds else 2.5,
                 alpha=0.45 if seeds else 0.9, solid_capstyle="butt")
@@ -935,6 +965,9 @@ def main(argv=None) -> int:
     parser.add_argument("--group", action="append", default=[], metavar="LABEL=RUN,RUN,...",
                         help="these runs are seeds of one configuration (repeatable); runs trained with "
                              "--seeds, or named NAME_s<seed>, are grouped without it")
+    parser.add_argument("--paired", action="store_true",
+                        help="pair seed k of every group with seed k of the reference's (e.g. a run's averaged "
+                             "and last weights); the interval then rests on the pairs' differences")
     parser.add_argument("--no_compare", action="store_true", help="skip the paired comparison")
     parser.add_argument("--compare_out", default=None, help="also draw the paired comparison's intervals to this PNG")
     parser.add_argument("--seq_len", type=int, default=None, help="window length (default: shortest max_seq_len)")
@@ -978,7 +1011,7 @@ def main(argv=None) -> int:
         print(format_table(table, markdown=args.markdown, columns=columns))
         if not args.no_compare and (len(names) > 1 or groups):
             cmp = compare(names, args.reference, groups, args.trained_dir, args.val_data_path, args.seq_len,
-                          args.batch_size, args.device)
+                          args.batch_size, args.device, paired=args.paired)
             text = f" of {args.val_data_path}" if args.val_data_path else ""
             print(f"\npaired comparison, every window of the validation split{text}:")
             print(format_comparison(cmp, markdown=args.markdown))

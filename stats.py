@@ -7,7 +7,9 @@ Two sources of noise decide whether a difference between two runs is real:
     of the 1500-step baseline, far more than the windows' noise). Only several seeds per configuration
     measure it, and no amount of evaluation text removes it.
 `paired_bootstrap` covers the first only: use it for two single runs, and say so. `group_interval`
-covers both, for groups of seeds. `seeds_needed` sizes an experiment from a measured seed spread.
+covers both, for groups of seeds. `seed_paired_interval` covers both for groups whose seeds come in pairs
+(seed k of A with seed k of B, e.g. one training scored with its averaged and its last weights), where
+what a pair shares cancels. `seeds_needed` sizes an experiment from a measured seed spread.
 
 Inputs are per-window sums: `nll[w]` the summed next-token loss (nats) over window w's real targets and
 `counts[w]` how many there are; a loss over any set of windows is sum(nll) / sum(counts), so every target
@@ -139,29 +141,75 @@ def group_interval(nll_a, nll_b, counts, level: float = LEVEL, n_boot: int = N_B
     return out
 
 
+def seed_paired_interval(nll_a, nll_b, counts, level: float = LEVEL, n_boot: int = N_BOOT,
+                         seed: int = 0) -> dict:
+    """Like `group_interval`, for groups whose seeds come in pairs: row i of nll_a and row i of nll_b are
+    the same seed of two configurations (or the same training scored two ways), and the pair is the unit.
+
+    Each seed's difference d_i = B_i - A_i is what varies; a seed's own luck, shared by its pair, cancels.
+    Each bootstrap replicate resamples the windows (the same draw for every run), giving the mean of the
+    d_i, and adds a draw of the seeds: Student's t with n - 1 degrees of freedom, scaled by the d_i's
+    standard deviation over seeds / sqrt(n) (the paired t interval). It is valid whether or not the pairs
+    are correlated, but has half group_interval's degrees of freedom, so it is only narrower when they are:
+    decide to pair before looking at either interval, never by which is narrower.
+    Returns group_interval's keys, with seed_sd and seed_df those of the differences (df = n - 1) and
+    covers "windows and seeds, paired"; one pair gives the windows only, like paired_bootstrap.
+    """
+    nll_a, counts = _check(np.atleast_2d(nll_a), counts)
+    nll_b, _ = _check(np.atleast_2d(nll_b), counts)
+    if nll_a.shape[0] != nll_b.shape[0]:
+        raise ValueError(f"seed pairs need as many seeds in each group, got {nll_a.shape[0]} and {nll_b.shape[0]}")
+    rng = np.random.default_rng(seed)
+    total = counts.sum()
+    per_a, per_b = nll_a.sum(1) / total, nll_b.sum(1) / total
+    n = len(per_a)
+    d = per_b - per_a
+    sd, df = (float(d.std(ddof=1)), n - 1) if n > 1 else (float("nan"), 0)
+    w = _window_weights(len(counts), n_boot, rng)
+    m = w @ counts
+    a, b = (w @ nll_a.T).mean(1) / m, (w @ nll_b.T).mean(1) / m
+    draws = b - a
+    window_se = float(draws.std())
+    if df > 0:
+        draws = draws + sd / math.sqrt(n) * rng.standard_t(df, size=n_boot)
+    base = per_a.mean()
+    out = _summary(float(d.mean()), base, draws, draws / a, level)
+    sd_of = lambda g: float(g.std(ddof=1)) if n > 1 else float("nan")
+    out.update(n_a=n, n_b=n, mean_a=float(base), mean_b=float(per_b.mean()), sd_a=sd_of(per_a), sd_b=sd_of(per_b),
+               seed_sd=sd, seed_df=df, window_se_rel=window_se / float(base), paired=True,
+               covers="windows and seeds, paired" if df > 0 else "windows only")
+    return out
+
+
 def seeds_needed(effect: float, seed_sd: float, window_se: float = 0.0, level: float = LEVEL,
-                 power: float = 0.8, max_seeds: int = 1000) -> int | None:
+                 power: float = 0.8, max_seeds: int = 1000, paired: bool = False) -> int | None:
     """Seeds per group for a group-vs-group interval to exclude 0 with probability `power` when the true
     difference is `effect`, given the seed spread `seed_sd` and the window noise of the difference
     `window_se` (all in the same unit, e.g. relative). The usual sizing rule with Student's t:
-    (t_level + t_power) * sqrt(2 seed_sd^2 / n + window_se^2) <= |effect|. None if even max_seeds do not
-    reach it (the window noise alone is too large: score on more text)."""
+    (t_level + t_power) * sqrt(2 seed_sd^2 / n + window_se^2) <= |effect|, at 2n - 2 degrees of freedom.
+    paired: seed_sd is the spread of the pairs' differences (`seed_paired_interval`), the rule
+    sqrt(seed_sd^2 / n + window_se^2) at n - 1 degrees of freedom, and the answer counts pairs.
+    None if even max_seeds do not reach it (the window noise alone is too large: score on more text)."""
     if not seed_sd >= 0 or effect == 0:
         return None
     for n in range(2, max_seeds + 1):
-        df = 2 * n - 2
-        need = (t_quantile((1 + level) / 2, df) + t_quantile(power, df)) * math.sqrt(
-            2 * seed_sd ** 2 / n + window_se ** 2)
+        df, var = (n - 1, seed_sd ** 2 / n) if paired else (2 * n - 2, 2 * seed_sd ** 2 / n)
+        need = (t_quantile((1 + level) / 2, df) + t_quantile(power, df)) * math.sqrt(var + window_se ** 2)
         if need <= abs(effect):
             return n
     return None
 
 
-def resolvable(seed_sd: float, n_a: int, n_b: int, window_se: float = 0.0, level: float = LEVEL) -> float:
+def resolvable(seed_sd: float, n_a: int, n_b: int, window_se: float = 0.0, level: float = LEVEL,
+               paired: bool = False) -> float:
     """The smallest difference a group-vs-group interval can tell from 0 with n_a and n_b seeds at this seed
-    spread: the interval's half-width, t * sqrt(seed_sd^2 (1/n_a + 1/n_b) + window_se^2). inf without a
-    measured spread (one seed each)."""
-    df = n_a + n_b - 2
+    spread: the interval's half-width, t * sqrt(seed_sd^2 (1/n_a + 1/n_b) + window_se^2), t at n_a + n_b - 2
+    degrees of freedom; paired (n_a = n_b = n pairs, seed_sd the differences' spread): t * sqrt(seed_sd^2 / n
+    + window_se^2) at n - 1. inf without a measured spread (one seed each)."""
+    if paired:
+        df, var = n_a - 1, seed_sd ** 2 / n_a
+    else:
+        df, var = n_a + n_b - 2, seed_sd ** 2 * (1 / n_a + 1 / n_b)
     if df <= 0 or not seed_sd >= 0:
         return math.inf
-    return t_quantile((1 + level) / 2, df) * math.sqrt(seed_sd ** 2 * (1 / n_a + 1 / n_b) + window_se ** 2)
+    return t_quantile((1 + level) / 2, df) * math.sqrt(var + window_se ** 2)

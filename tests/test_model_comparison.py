@@ -353,6 +353,45 @@ def test_compare_groups_with_seed_noise_on_the_official_text(seed_runs):
         mc.compare(runs, reference="nope", trained_dir=seed_runs)
 
 
+def test_compare_paired_pairs_seeds_by_their_recorded_seed(seed_runs, monkeypatch, tmp_path):
+    """paired=True hands stats.seed_paired_interval seed k of each side in the same row, whatever order the
+    groups list their runs in, and refuses groups whose seeds differ."""
+    seen = []
+    real = mc.stats.seed_paired_interval
+
+    def spy(nll_a, nll_b, counts, *args):
+        seen.append((nll_a.sum(1) / counts.sum(), nll_b.sum(1) / counts.sum()))
+        return real(nll_a, nll_b, counts, *args)
+
+    monkeypatch.setattr(mc.stats, "seed_paired_interval", spy)
+    runs = ["tb_s0", "tb_s1", "tf_s0", "tf_s1"]
+    ev = mc.evaluate(runs, trained_dir=seed_runs)["ntp_loss"]
+    tables = [mc.compare(runs, "a", {"a": a, "b": b}, seed_runs, paired=True)
+              for a, b in ((["tb_s0", "tb_s1"], ["tf_s0", "tf_s1"]), (["tb_s1", "tb_s0"], ["tf_s0", "tf_s1"]))]
+    for (per_a, per_b) in seen:
+        assert per_a == pytest.approx(ev[["tb_s0", "tb_s1"]].to_numpy())
+        assert per_b == pytest.approx(ev[["tf_s0", "tf_s1"]].to_numpy())
+    assert len(seen) == 2
+    first, second = (t.loc["b"] for t in tables)
+    assert first["covers"] == "windows and seeds, paired"
+    assert first[["lo_pct", "hi_pct"]].tolist() == second[["lo_pct", "hi_pct"]].tolist()
+    assert "seed pairs, spread of the pairs' differences" in " ".join(tables[0].attrs["notes"])
+    unpaired = mc.compare(runs, "a", {"a": ["tb_s0", "tb_s1"], "b": ["tf_s0", "tf_s1"]}, seed_runs)
+    assert unpaired.loc["b", "d_pct"] == pytest.approx(first["d_pct"])
+    assert unpaired.loc["b", "covers"] == "windows and seeds"
+    with pytest.raises(ValueError, match=r"has seeds \[0, 1\] and the reference 'tb' \[0, 1, 2\]"):
+        mc.compare(["tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1"], trained_dir=seed_runs, paired=True)
+    with pytest.raises(ValueError, match="holds a seed twice"):
+        mc.compare(runs, "a", {"a": ["copy_a", "copy_b"], "b": ["tf_s0", "tf_s1"]}, seed_runs, paired=True)
+    r = run_cli(*runs, "--group=a=tb_s1,tb_s0", "--group=b=tf_s0,tf_s1", "--reference=a", "--paired",
+                f"--trained_dir={seed_runs}", "--num_sequences=0", f"--out={tmp_path / 'c.png'}")
+    assert r.returncode == 0, r.stderr
+    assert "windows and seeds, paired" in r.stdout and "2 seed pairs" in r.stdout
+    r = run_cli("tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1", "--paired", f"--trained_dir={seed_runs}",
+                "--num_sequences=0", f"--out={tmp_path / 'c.png'}")
+    assert r.returncode == 1 and "pairing needs the same seeds" in r.stderr
+
+
 def test_compare_refuses_runs_scored_on_different_windows(seed_runs):
     """copy_official is the tiny baseline recorded as validated on the official text; copy_a on the sample's
     held-out stories: window by window they cannot be paired, unless both are scored on one text."""
