@@ -81,7 +81,8 @@ def test_readme_command_blocks_run_in_order_from_a_fresh_copy(tmp_path):
             continue
         r = subprocess.run(["bash", "-e", "-c", script], cwd=repo, env=env, capture_output=True, text=True,
                            timeout=900)
-        assert r.returncode == 0, f"README block {i + 1} failed:\n{script}\n--- stderr:\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, (f"README block {i + 1} failed:\n{script}\n--- stdout:\n{r.stdout[-2000:]}\n"
+                                   f"--- stderr:\n{r.stderr[-3000:]}")
         assert "Traceback" not in r.stderr, f"README block {i + 1}:\n{r.stderr[-3000:]}"
     assert "my_first_ff" in tools.list_runs(str(repo / "trained"))
 
