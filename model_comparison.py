@@ -582,7 +582,8 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
     reference: a group label or a run name (its group is used); None = the first group.
     val_data_path: score on this text file instead of each run's own validation split (they must all read
         the same windows); tools.VALID_SAMPLE_PATH is the official validation text.
-    Columns: runs (seeds in the group), ntp_loss and bpb (the group's mean over seeds), seed_sd_pct (standard
+    Columns: runs (seeds in the group: runs that share a seed count once, averaged window by window, and a
+    note says so), ntp_loss and bpb (the group's mean over seeds), seed_sd_pct (standard
     deviation over seeds, % of the mean; '-' for one run), d_ntp, d_bpb (B - reference; negative = better),
     d_pct and lo_pct .. hi_pct (the same in % of the reference, with its interval), verdict (better / worse
     when the interval excludes 0, "better (windows only)" / "worse (windows only)" when it does so over the
@@ -591,7 +592,7 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
       "windows and seeds": `stats.group_interval`, with the seed spread measured in the two groups;
       "windows and seeds, paired": with paired=True, `stats.seed_paired_interval`: seed k of each group is
       paired with seed k of the reference (the seed in its train_config.json; every group needs the
-      reference's seeds, each once), and the spread is that of the pairs' differences. Pair when the pairs
+      reference's seeds), and the spread is that of the pairs' differences. Pair when the pairs
       share something a seed decides (one training scored with averaged and last weights, or the same seed's
       data order and initial weights), and decide so before looking: not by which interval is narrower.
     table.attrs["notes"] holds sentences that size the experiment: the smallest difference these seeds can
@@ -616,22 +617,28 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
             raise ValueError(f"reference={reference!r} is not one of the runs or groups compared: {list(groups)}")
     counts = scores[runs[0]]["targets"]
     bpt = info[runs[0]]["bytes_per_token"]
-    nll = {label: np.stack([scores[n]["nll"] for n in members]) for label, members in groups.items()}
     total = counts.sum()
     rows, notes, sizing = {}, [], {}
+    nll, seeds = {}, {}
+    for label, members in groups.items():
+        nll[label], seeds[label], shared = _seed_units(members, scores, trained_dir)
+        if shared:
+            notes.append(f"{label}: {'; '.join(shared)} trained with one seed, so each seed's runs are averaged "
+                         f"into one before the seed spread is measured: {len(seeds[label])} seeds, not "
+                         f"{len(members)} runs")
     for label, members in groups.items():
         per_seed = nll[label].sum(1) / total
         mean = float(per_seed.mean())
-        row = {"runs": len(members), "ntp_loss": mean, "bpb": tools.bits_per_byte(mean, bpt),
+        row = {"runs": len(seeds[label]), "ntp_loss": mean, "bpb": tools.bits_per_byte(mean, bpt),
                "seed_sd_pct": 100 * per_seed.std(ddof=1) / mean if len(members) > 1 else float("nan")}
         if label == ref:
             row.update(verdict="reference", covers="")
         else:
-            if len(members) == 1 and len(groups[ref]) == 1:
+            if len(seeds[label]) == 1 and len(seeds[ref]) == 1:
                 r = stats.paired_bootstrap(nll[ref][0], nll[label][0], counts, level, n_boot, seed)
                 r["covers"] = "windows only"
             elif paired:
-                ia, ib = _seed_pairs(groups, ref, label, trained_dir)
+                ia, ib = _seed_pairs(seeds, ref, label)
                 r = stats.seed_paired_interval(nll[ref][ia], nll[label][ib], counts, level, n_boot, seed)
                 sizing.setdefault(_sizing_note(r, level), []).append(label)
             else:
@@ -652,14 +659,22 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
     return table
 
 
-def _seed_pairs(groups: dict, ref: str, label: str, trained_dir) -> tuple[list[int], list[int]]:
-    """Row indices into the reference's and the label's members that pair seed k with seed k, in seed order."""
-    seeds = {}
-    for g in (ref, label):
-        seeds[g] = [tools.load_configs(name, trained_dir)[1].seed for name in groups[g]]
-        if len(set(seeds[g])) < len(seeds[g]):
-            raise ValueError(f"paired comparison: group {g!r} holds a seed twice ({dict(zip(groups[g], seeds[g]))}), "
-                             "so its runs cannot be paired with the reference's by seed")
+def _seed_units(members: list[str], scores: dict, trained_dir) -> tuple[np.ndarray, list[int], list[str]]:
+    """(per-window losses, one row per seed; the seeds; the sets of runs that shared a seed). The seed is the
+    unit of replication: runs of one seed (trained again, on another machine, or one training scored two
+    ways) are not independent draws, so they are averaged window by window into one row."""
+    recorded = [tools.load_configs(name, trained_dir)[1].seed for name in members]
+    stack = np.stack([scores[name]["nll"] for name in members])
+    if len(set(recorded)) == len(recorded):
+        return stack, recorded, []
+    units = sorted(set(recorded), key=recorded.index)
+    rows = [[i for i, k in enumerate(recorded) if k == seed] for seed in units]
+    shared = [f"{' and '.join(members[i] for i in idx)} were" for idx in rows if len(idx) > 1]
+    return np.stack([stack[idx].mean(0) for idx in rows]), units, shared
+
+
+def _seed_pairs(seeds: dict, ref: str, label: str) -> tuple[list[int], list[int]]:
+    """Row indices into the reference's and the label's seed rows that pair seed k with seed k, in seed order."""
     if sorted(seeds[ref]) != sorted(seeds[label]):
         raise ValueError(f"paired comparison: {label!r} has seeds {sorted(seeds[label])} and the reference {ref!r} "
                          f"{sorted(seeds[ref])}; pairing needs the same seeds in both (or compare without pairing)")

@@ -381,7 +381,7 @@ def test_compare_paired_pairs_seeds_by_their_recorded_seed(seed_runs, monkeypatc
     assert unpaired.loc["b", "covers"] == "windows and seeds"
     with pytest.raises(ValueError, match=r"has seeds \[0, 1\] and the reference 'tb' \[0, 1, 2\]"):
         mc.compare(["tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1"], trained_dir=seed_runs, paired=True)
-    with pytest.raises(ValueError, match="holds a seed twice"):
+    with pytest.raises(ValueError, match=r"has seeds \[0, 1\] and the reference 'a' \[0\]"):
         mc.compare(runs, "a", {"a": ["copy_a", "copy_b"], "b": ["tf_s0", "tf_s1"]}, seed_runs, paired=True)
     r = run_cli(*runs, "--group=a=tb_s1,tb_s0", "--group=b=tf_s0,tf_s1", "--reference=a", "--paired",
                 f"--trained_dir={seed_runs}", "--num_sequences=0", f"--out={tmp_path / 'c.png'}")
@@ -390,6 +390,26 @@ def test_compare_paired_pairs_seeds_by_their_recorded_seed(seed_runs, monkeypatc
     r = run_cli("tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1", "--paired", f"--trained_dir={seed_runs}",
                 "--num_sequences=0", f"--out={tmp_path / 'c.png'}")
     assert r.returncode == 1 and "pairing needs the same seeds" in r.stderr
+
+
+def test_compare_counts_runs_of_one_seed_once(seed_runs):
+    """Runs trained with one seed are not independent draws: a group holding tb_s0 twice over (copy_a is
+    another run of seed 0) has the seeds tb_s0/copy_a, tb_s1, tb_s2, each seed's runs averaged window by
+    window, and a note says so; without the copy there is no such note."""
+    tb = ["tb_s0", "tb_s1", "tb_s2"]
+    ev = mc.evaluate([*tb, "copy_a", "tf_s0", "tf_s1"], trained_dir=seed_runs)["ntp_loss"]
+    table = mc.compare(["tf_s0", "tf_s1", "copy_a", *tb], "tf", {"tf": ["tf_s0", "tf_s1"], "x": ["copy_a", *tb]},
+                       seed_runs)
+    row = table.loc["x"]
+    assert row["runs"] == 3
+    per_seed = np.array([(ev["tb_s0"] + ev["copy_a"]) / 2, ev["tb_s1"], ev["tb_s2"]])
+    assert row["ntp_loss"] == pytest.approx(per_seed.mean())
+    assert row["seed_sd_pct"] == pytest.approx(100 * per_seed.std(ddof=1) / per_seed.mean(), rel=1e-6)
+    notes = " ".join(table.attrs["notes"])
+    assert "copy_a and tb_s0 were trained with one seed" in notes and "3 seeds, not 4 runs" in notes
+    assert "3 seed(s) against 2" in notes  # the sizing counts seeds too
+    plain = mc.compare(["tf_s0", "tf_s1", *tb], "tf", {"tf": ["tf_s0", "tf_s1"], "x": tb}, seed_runs)
+    assert "trained with one seed" not in " ".join(plain.attrs["notes"])
 
 
 def test_compare_refuses_runs_scored_on_different_windows(seed_runs):
