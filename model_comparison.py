@@ -623,7 +623,7 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
     for label, members in groups.items():
         nll[label], seeds[label], shared = _seed_units(members, scores, trained_dir)
         if shared:
-            notes.append(f"{label}: {'; '.join(shared)} trained with one seed, so each seed's runs are averaged "
+            notes.append(f"{label}: the runs in {', '.join(shared)} share a seed, so each seed's runs are averaged "
                          f"into one before the seed spread is measured: {len(seeds[label])} seeds, not "
                          f"{len(members)} runs")
     for label, members in groups.items():
@@ -669,7 +669,7 @@ def _seed_units(members: list[str], scores: dict, trained_dir) -> tuple[np.ndarr
         return stack, recorded, []
     units = sorted(set(recorded), key=recorded.index)
     rows = [[i for i, k in enumerate(recorded) if k == seed] for seed in units]
-    shared = [f"{' and '.join(members[i] for i in idx)} were" for idx in rows if len(idx) > 1]
+    shared = [f"({', '.join(members[i] for i in idx)})" for idx in rows if len(idx) > 1]
     return np.stack([stack[idx].mean(0) for idx in rows]), units, shared
 
 

@@ -406,10 +406,10 @@ def test_compare_counts_runs_of_one_seed_once(seed_runs):
     assert row["ntp_loss"] == pytest.approx(per_seed.mean())
     assert row["seed_sd_pct"] == pytest.approx(100 * per_seed.std(ddof=1) / per_seed.mean(), rel=1e-6)
     notes = " ".join(table.attrs["notes"])
-    assert "copy_a and tb_s0 were trained with one seed" in notes and "3 seeds, not 4 runs" in notes
+    assert "the runs in (copy_a, tb_s0) share a seed" in notes and "3 seeds, not 4 runs" in notes
     assert "3 seed(s) against 2" in notes  # the sizing counts seeds too
     plain = mc.compare(["tf_s0", "tf_s1", *tb], "tf", {"tf": ["tf_s0", "tf_s1"], "x": tb}, seed_runs)
-    assert "trained with one seed" not in " ".join(plain.attrs["notes"])
+    assert "share a seed" not in " ".join(plain.attrs["notes"])
 
 
 def test_compare_refuses_runs_scored_on_different_windows(seed_runs):
