@@ -758,6 +758,74 @@ def format_comparison(table: pd.DataFrame, markdown: bool = False) -> str:
     return text + "\n" + "\n".join(lines)
 
 
+# ---------------------------------------------------------------- along training: the checkpoints
+
+
+def checkpoint_scores(names, trained_dir: str | None = None, val_data_path: str | None = None, batch_size: int = 16,
+                      device: str = "auto") -> pd.DataFrame:
+    """Each run's checkpoints and final weights scored on every window of the validation split: where along
+    training a run validates best. The logged curves are estimates on a few batches; this is the whole split.
+
+    names: runs trained with --checkpoint_interval=N (their checkpoints/step_*.pt). A run trained with
+    ema_decay keeps its moving average in each checkpoint, so each step gives two rows: "last" (the training
+    weights) and "average". The final row is the run's model.pth: the average for an averaged run (its last
+    weights are the twin run NAME_last, with ema_save_last). val_data_path: as in `evaluate`, e.g.
+    tools.VALID_SAMPLE_PATH, the official validation text.
+    Columns: run, step, weights ("last" or "average"), ntp_loss, bpb; sorted by run, weights and step.
+    """
+    from train import load_checkpoint
+
+    rows = []
+    for name in [names] if isinstance(names, str) else names:
+        path = tools.run_path(name, trained_dir)
+        mcfg, tcfg = tools.load_configs(name, trained_dir)
+        folder = os.path.join(path, "checkpoints")
+        files = sorted(f for f in os.listdir(folder) if re.fullmatch(r"step_\d+\.pt", f)) \
+            if os.path.isdir(folder) else []
+        if not files:
+            raise ValueError(f"{path} has no checkpoints to score: train it with --checkpoint_interval=N (each "
+                             "checkpoint keeps the weights of its step, and the moving average with --ema_decay)")
+        models, where = {}, tools.pick_device(device)
+        for file in files:
+            ckpt = load_checkpoint(os.path.join(folder, file))
+            for kind, state in (("last", ckpt["model"]), ("average", ckpt.get("ema", {}).get("weights"))):
+                if state is not None:
+                    model = Model(mcfg)
+                    model.load_state_dict(state)
+                    models[(ckpt["step"], kind)] = model.to(where).eval()
+        if os.path.isfile(os.path.join(path, "model.pth")):
+            step = int(pd.read_csv(os.path.join(path, "log_data.csv"))["step"].iloc[-1])
+            models[(step, "average" if tcfg.ema_decay else "last")] = tools.load_model(name, trained_dir, device)[0]
+        data = _eval_data(name, trained_dir, mcfg, val_data_path)
+        labels = {key: f"{name}@{key[0]}:{key[1]}" for key in models}
+        ev = evaluate({labels[key]: m for key, m in models.items()}, data=data, batch_size=batch_size, topk=(1,))
+        rows += [{"run": name, "step": step, "weights": kind, "ntp_loss": float(ev.loc[labels[step, kind], "ntp_loss"]),
+                  "bpb": float(ev.loc[labels[step, kind], "bpb"])} for step, kind in models]
+    table = pd.DataFrame(rows).sort_values(["run", "weights", "step"], kind="stable").reset_index(drop=True)
+    return table
+
+
+def plot_checkpoint_scores(table: pd.DataFrame, path: str | None = None, metric: str = "bpb"):
+    """checkpoint_scores' table as curves: one line per run and kind of weights (solid: average, dashed: last),
+    with the best step of each marked. Returns the Figure."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (run, kind), rows in table.groupby(["run", "weights"], sort=False):
+        color = f"C{sorted(table['run'].unique()).index(run) % 10}"
+        ax.plot(rows["step"], rows[metric], "-" if kind == "average" else "--", marker="o", ms=3, color=color,
+                label=f"{run} ({kind})")
+        best = rows.loc[rows[metric].idxmin()]
+        ax.plot(best["step"], best[metric], "*", ms=11, color=color)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"validation {metric}, whole split")
+    ax.set_title("each checkpoint scored on every validation window; star: the best step", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path:
+        save_plot(fig, path)
+    return fig
+
+
 # ---------------------------------------------------------------- the summary table
 
 
@@ -984,6 +1052,9 @@ def main(argv=None) -> int:
                         help="pair seed k of every group with seed k of the reference's (e.g. a run's averaged "
                              "and last weights); the interval then rests on the pairs' differences")
     parser.add_argument("--no_compare", action="store_true", help="skip the paired comparison")
+    parser.add_argument("--checkpoints", action="store_true",
+                        help="instead: score every checkpoint of each run (last and averaged weights) on the whole "
+                             "validation split, print them and draw them to --out")
     parser.add_argument("--compare_out", default=None, help="also draw the paired comparison's intervals to this PNG")
     parser.add_argument("--seq_len", type=int, default=None, help="window length (default: shortest max_seq_len)")
     parser.add_argument("--batch_size", type=int, default=16)
@@ -1018,6 +1089,22 @@ def main(argv=None) -> int:
             print(f"error: --group={spec!r} is not allowed: write --group=LABEL=RUN,RUN,...", file=sys.stderr)
             return 2
         groups[label] = [m for m in members.split(",") if m]
+    if args.checkpoints:
+        try:
+            table = checkpoint_scores(names, args.trained_dir, args.val_data_path, args.batch_size, args.device)
+            fig = plot_checkpoint_scores(table, out)
+        except (FileNotFoundError, tools.DataSourceError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        plt.close(fig)
+        shown = table.assign(ntp_loss=table["ntp_loss"].map("{:.4f}".format), bpb=table["bpb"].map("{:.4f}".format))
+        if args.markdown:
+            lines = [list(shown.columns), ["---", "---:", "---", "---:", "---:"], *shown.astype(str).values.tolist()]
+            print("\n".join("| " + " | ".join(cells) + " |" for cells in lines))
+        else:
+            print(shown.to_string(index=False))
+        print(f"\ncheckpoint curves written to {os.path.abspath(out)}")
+        return 0
     try:
         table = summary_table(names, args.trained_dir, None if args.num_sequences < 0 else args.num_sequences,
                               args.seq_len, batch_size=args.batch_size, device=args.device,

@@ -527,3 +527,37 @@ def test_verdict_says_when_it_leaves_seed_noise_out():
     for covers in (seeds, windows):
         assert mc._verdict({"lo": -0.1, "hi": 0.1, "covers": covers}) == "not resolved"
         assert mc._verdict({"lo": 0.0, "hi": 0.2, "covers": covers}) == "not resolved"
+
+
+# ---------------------------------------------------------------- along training
+
+
+def test_checkpoint_scores_follow_training_on_the_whole_split(tmp_path, data_cache_dir):
+    """A run trained with checkpoints and a moving average gives, per checkpoint, its last and its averaged
+    weights scored on every validation window, and its final weights as the last row; a run without checkpoints
+    is refused with what to do."""
+    from conftest import tiny_configs
+
+    from train import train
+
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=0, model_name="te", max_iters=15, eval_interval=5,
+                              checkpoint_interval=5, ema_decay=0.9, ema_save_last=True)
+    train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
+    table = mc.checkpoint_scores("te", str(tmp_path))
+    assert list(zip(table["weights"], table["step"])) == [("average", 5), ("average", 10), ("average", 15),
+                                                          ("last", 5), ("last", 10)]
+    ev = mc.evaluate(["te", "te_last"], trained_dir=str(tmp_path))
+    final = table[(table["step"] == 15)].iloc[0]
+    assert final["bpb"] == pytest.approx(ev.loc["te", "bpb"], rel=1e-6)  # model.pth, scored the same way
+    last = table[table["weights"] == "last"].set_index("step")["ntp_loss"]
+    avg = table[table["weights"] == "average"].set_index("step")["ntp_loss"]
+    assert last[10] < last[5], "training from random weights should lower the loss from step 5 to 10"
+    assert avg[5] != last[5] and avg[10] != last[10]  # two models per checkpoint, not one scored twice
+    with pytest.raises(ValueError, match="--checkpoint_interval"):
+        mc.checkpoint_scores("te_last", str(tmp_path))
+    png = tmp_path / "ckpt.png"
+    r = run_cli("te", "--checkpoints", f"--trained_dir={tmp_path}", f"--out={png}", "--markdown")
+    assert r.returncode == 0, r.stderr
+    assert "| run | step | weights | ntp_loss | bpb |" in r.stdout and "| te | 10 | last |" in r.stdout and png_ok(png)
+    r = run_cli("te_last", "--checkpoints", f"--trained_dir={tmp_path}", f"--out={png}")
+    assert r.returncode == 1 and "no checkpoints to score" in r.stderr
