@@ -626,11 +626,11 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
             notes.append(f"{label}: the runs in {', '.join(shared)} share a seed, so each seed's runs are averaged "
                          f"into one before the seed spread is measured: {len(seeds[label])} seeds, not "
                          f"{len(members)} runs")
-    for label, members in groups.items():
+    for label in groups:
         per_seed = nll[label].sum(1) / total
         mean = float(per_seed.mean())
         row = {"runs": len(seeds[label]), "ntp_loss": mean, "bpb": tools.bits_per_byte(mean, bpt),
-               "seed_sd_pct": 100 * per_seed.std(ddof=1) / mean if len(members) > 1 else float("nan")}
+               "seed_sd_pct": 100 * per_seed.std(ddof=1) / mean if len(per_seed) > 1 else float("nan")}
         if label == ref:
             row.update(verdict="reference", covers="")
         else:
@@ -773,21 +773,19 @@ def checkpoint_scores(names, trained_dir: str | None = None, val_data_path: str 
     tools.VALID_SAMPLE_PATH, the official validation text.
     Columns: run, step, weights ("last" or "average"), ntp_loss, bpb; sorted by run, weights and step.
     """
-    from train import load_checkpoint
+    from train import checkpoint_files, load_checkpoint
 
     rows = []
     for name in [names] if isinstance(names, str) else names:
         path = tools.run_path(name, trained_dir)
         mcfg, tcfg = tools.load_configs(name, trained_dir)
-        folder = os.path.join(path, "checkpoints")
-        files = sorted(f for f in os.listdir(folder) if re.fullmatch(r"step_\d+\.pt", f)) \
-            if os.path.isdir(folder) else []
+        files = checkpoint_files(path)
         if not files:
             raise ValueError(f"{path} has no checkpoints to score: train it with --checkpoint_interval=N (each "
                              "checkpoint keeps the weights of its step, and the moving average with --ema_decay)")
         models, where = {}, tools.pick_device(device)
         for file in files:
-            ckpt = load_checkpoint(os.path.join(folder, file))
+            ckpt = load_checkpoint(file)
             for kind, state in (("last", ckpt["model"]), ("average", ckpt.get("ema", {}).get("weights"))):
                 if state is not None:
                     model = Model(mcfg)

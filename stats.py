@@ -119,26 +119,7 @@ def group_interval(nll_a, nll_b, counts, level: float = LEVEL, n_boot: int = N_B
     seed_df (pooled), window_se_rel (the windows' share of the noise, relative to A's mean), covers
     ("windows and seeds" or "windows only").
     """
-    nll_a, counts = _check(np.atleast_2d(nll_a), counts)
-    nll_b, _ = _check(np.atleast_2d(nll_b), counts)
-    rng = np.random.default_rng(seed)
-    total = counts.sum()
-    per_a, per_b = nll_a.sum(1) / total, nll_b.sum(1) / total          # each seed's loss on all windows
-    sd, df = seed_spread(per_a, per_b)
-    w = _window_weights(len(counts), n_boot, rng)
-    n = w @ counts
-    a, b = (w @ nll_a.T).mean(1) / n, (w @ nll_b.T).mean(1) / n        # group means per replicate
-    draws = b - a
-    window_se = float(draws.std())  # the windows' share of the noise, before the seeds'
-    if df > 0:
-        draws = draws + sd * math.sqrt(1 / len(per_a) + 1 / len(per_b)) * rng.standard_t(df, size=n_boot)
-    base = per_a.mean()
-    out = _summary(per_b.mean() - base, base, draws, draws / a, level)
-    sd_of = lambda g: float(g.std(ddof=1)) if len(g) > 1 else float("nan")
-    out.update(n_a=len(per_a), n_b=len(per_b), mean_a=float(base), mean_b=float(per_b.mean()), sd_a=sd_of(per_a),
-               sd_b=sd_of(per_b), seed_sd=sd, seed_df=df, window_se_rel=window_se / float(base),
-               covers="windows and seeds" if df > 0 else "windows only")
-    return out
+    return _seeds_and_windows(nll_a, nll_b, counts, False, level, n_boot, seed)
 
 
 def seed_paired_interval(nll_a, nll_b, counts, level: float = LEVEL, n_boot: int = N_BOOT,
@@ -152,32 +133,44 @@ def seed_paired_interval(nll_a, nll_b, counts, level: float = LEVEL, n_boot: int
     standard deviation over seeds / sqrt(n) (the paired t interval). It is valid whether or not the pairs
     are correlated, but has half group_interval's degrees of freedom, so it is only narrower when they are:
     decide to pair before looking at either interval, never by which is narrower.
-    Returns group_interval's keys, with seed_sd and seed_df those of the differences (df = n - 1) and
-    covers "windows and seeds, paired"; one pair gives the windows only, like paired_bootstrap.
+    Returns group_interval's keys, with seed_sd and seed_df those of the differences (df = n - 1), paired
+    True and covers "windows and seeds, paired"; one pair gives the windows only, like paired_bootstrap.
     """
+    return _seeds_and_windows(nll_a, nll_b, counts, True, level, n_boot, seed)
+
+
+def _seeds_and_windows(nll_a, nll_b, counts, paired: bool, level: float, n_boot: int, seed: int) -> dict:
+    """group_interval (paired=False) and seed_paired_interval (paired=True): the windows resampled for every
+    run alike, plus a t draw for the seeds, whose spread, degrees of freedom and scale are the groups'
+    pooled ones or the pairs' differences'."""
     nll_a, counts = _check(np.atleast_2d(nll_a), counts)
     nll_b, _ = _check(np.atleast_2d(nll_b), counts)
-    if nll_a.shape[0] != nll_b.shape[0]:
+    if paired and nll_a.shape[0] != nll_b.shape[0]:
         raise ValueError(f"seed pairs need as many seeds in each group, got {nll_a.shape[0]} and {nll_b.shape[0]}")
     rng = np.random.default_rng(seed)
     total = counts.sum()
-    per_a, per_b = nll_a.sum(1) / total, nll_b.sum(1) / total
-    n = len(per_a)
-    d = per_b - per_a
-    sd, df = (float(d.std(ddof=1)), n - 1) if n > 1 else (float("nan"), 0)
+    per_a, per_b = nll_a.sum(1) / total, nll_b.sum(1) / total          # each seed's loss on all windows
+    if paired:
+        n = len(per_a)
+        sd, df = (float((per_b - per_a).std(ddof=1)), n - 1) if n > 1 else (float("nan"), 0)
+        scale = 1 / math.sqrt(n)
+    else:
+        sd, df = seed_spread(per_a, per_b)
+        scale = math.sqrt(1 / len(per_a) + 1 / len(per_b))
     w = _window_weights(len(counts), n_boot, rng)
-    m = w @ counts
-    a, b = (w @ nll_a.T).mean(1) / m, (w @ nll_b.T).mean(1) / m
+    n = w @ counts
+    a, b = (w @ nll_a.T).mean(1) / n, (w @ nll_b.T).mean(1) / n        # group means per replicate
     draws = b - a
-    window_se = float(draws.std())
+    window_se = float(draws.std())  # the windows' share of the noise, before the seeds'
     if df > 0:
-        draws = draws + sd / math.sqrt(n) * rng.standard_t(df, size=n_boot)
+        draws = draws + sd * scale * rng.standard_t(df, size=n_boot)
     base = per_a.mean()
-    out = _summary(float(d.mean()), base, draws, draws / a, level)
-    sd_of = lambda g: float(g.std(ddof=1)) if n > 1 else float("nan")
-    out.update(n_a=n, n_b=n, mean_a=float(base), mean_b=float(per_b.mean()), sd_a=sd_of(per_a), sd_b=sd_of(per_b),
-               seed_sd=sd, seed_df=df, window_se_rel=window_se / float(base), paired=True,
-               covers="windows and seeds, paired" if df > 0 else "windows only")
+    out = _summary(per_b.mean() - base, base, draws, draws / a, level)
+    sd_of = lambda g: float(g.std(ddof=1)) if len(g) > 1 else float("nan")
+    covers = ("windows and seeds, paired" if paired else "windows and seeds") if df > 0 else "windows only"
+    out.update(n_a=len(per_a), n_b=len(per_b), mean_a=float(base), mean_b=float(per_b.mean()), sd_a=sd_of(per_a),
+               sd_b=sd_of(per_b), seed_sd=sd, seed_df=df, window_se_rel=window_se / float(base), paired=paired,
+               covers=covers)
     return out
 
 

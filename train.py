@@ -324,12 +324,17 @@ def _checkpoint(path: str, step: int, model, opt, gen, state: dict, mcfg, tcfg) 
     return file
 
 
-def _last_checkpoint(path: str | None) -> str | None:
+def checkpoint_files(path: str | None) -> list[str]:
+    """The checkpoints train() wrote in the run folder `path` (checkpoints/step_*.pt), oldest first."""
     folder = os.path.join(path, "checkpoints") if path else None
     if not folder or not os.path.isdir(folder):
-        return None
-    files = sorted(f for f in os.listdir(folder) if re.fullmatch(r"step_\d+\.pt", f))
-    return os.path.join(folder, files[-1]) if files else None
+        return []
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if re.fullmatch(r"step_\d+\.pt", f)]
+
+
+def _last_checkpoint(path: str | None) -> str | None:
+    files = checkpoint_files(path)
+    return files[-1] if files else None
 
 
 def load_checkpoint(path: str) -> dict:
