@@ -34,6 +34,7 @@ FS_ATTENTIONS = ("sequential", "parallel", "joint", "dual")
 COMPRESS_FREQS = ("constant", "linear", "root", "log", "poly")
 ANNEAL_TYPES = ("cos", "lin")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def _bad(field, value, allowed):
@@ -259,7 +260,7 @@ class TrainConfig:
     seed: int = 0                     # seeds the weights and the batches
     device: str = "auto"              # auto (CUDA, then MPS, then CPU), cuda, mps or cpu
     compile: bool | None = None       # torch.compile the model; None = auto: on CPU or CUDA for runs of >= 500 steps
-    bf16: bool = True                 # bf16 autocast on CUDA (ignored on CPU and MPS, which train in fp32)
+    precision: str | None = None      # auto (bf16 where the GPU or CPU has bf16 units), bf16 or fp32; None = bf16 on CUDA
     ema_decay: float | None = None    # evaluate and save an average of the weights (0.998: about 500 steps); None = off
     ema_save_last: bool = False       # with ema_decay: the last weights too, logged and saved as the run NAME_last
     # --- data ---
@@ -287,6 +288,8 @@ class TrainConfig:
         _check_range("num_restarts", self.num_restarts, lo=0, kind=int)
         _check_range("T_mult", self.T_mult, lo=0, lo_open=True)
         _check_choice("device", self.device, DEVICES)
+        if self.precision is not None:
+            _check_choice("precision", self.precision, PRECISIONS)
         if self.compile is not None and not isinstance(self.compile, bool):
             raise _bad("compile", self.compile, "must be true, false or None (auto)")
         if self.ema_decay is not None:
@@ -344,8 +347,12 @@ def to_dict(cfg) -> dict:
 
 
 def from_dict(cls, d: dict):
-    """Rebuild a config saved by `to_dict`; an unknown key is an error, not silently dropped."""
+    """Rebuild a config saved by `to_dict`; an unknown key is an error, not silently dropped. A TrainConfig
+    saved before `precision` existed has `bf16` instead (true: bf16 autocast on CUDA only, which is precision
+    None; false: fp32)."""
     names = {f.name for f in dataclasses.fields(cls)}
+    if cls is TrainConfig and "bf16" in d and "precision" not in d:
+        d = {**{k: v for k, v in d.items() if k != "bf16"}, "precision": None if d["bf16"] is True else "fp32"}
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")

@@ -3,6 +3,7 @@
 Data flows one way: text -> tokenizer -> cached token ids -> batches -> model.
 """
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -515,6 +516,68 @@ def pick_device(name: str = "auto") -> str:
     if name not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device={name!r} is not allowed: choose one of ['auto', 'cpu', 'cuda', 'mps']")
     return name
+
+
+def cpu_bf16_units() -> str | None:
+    """The name of the CPU's bf16 matrix units (AMX-BF16, AVX512-BF16, or Arm's BF16 extension) as the operating
+    system reports them, or None: where they exist, bf16 autocast multiplies matrices in hardware; elsewhere
+    oneDNN emulates bf16 and it is no faster than fp32. Read from /proc/cpuinfo (Linux) or sysctl (macOS)."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags |= set(line.split(":", 1)[1].split())
+    except OSError:
+        import subprocess
+
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+            flags |= {"bf16"} if out == "1" else set()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("bf16", "Arm BF16")):
+        if flag in flags:
+            return name
+    return None
+
+
+def pick_precision(requested: str | None, device: str) -> tuple[str, str]:
+    """(precision, why): what TrainConfig.precision means on `device`, as 'bf16' (bf16 autocast; weights, optimizer
+    state and evaluation stay fp32) or 'fp32', and the reason, for the start-up line.
+
+    'auto' takes bf16 on a CUDA card that supports it and on a CPU with bf16 units (cpu_bf16_units), fp32
+    elsewhere (MPS too); None is the older rule, bf16 on CUDA only; 'bf16' and 'fp32' are taken as they are
+    ('bf16' on MPS is refused, on a CPU without bf16 units it works, emulated and slow)."""
+    if requested == "fp32":
+        return "fp32", "precision='fp32'"
+    if device == "mps":
+        if requested == "bf16":
+            raise ValueError("precision='bf16' is not allowed on MPS (this project trains there in fp32): "
+                             "use 'auto' or 'fp32'")
+        return "fp32", "MPS trains in fp32"
+    if device == "cuda":
+        if requested == "bf16":
+            return "bf16", "precision='bf16'"
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "the GPU supports bf16"
+        return "fp32", "this GPU has no bf16 support"
+    units = cpu_bf16_units()
+    if requested == "bf16":
+        return "bf16", "precision='bf16'" + ("" if units else " (this CPU has no bf16 units: emulated, slow)")
+    if requested is None:
+        return "fp32", "the CPU trains in fp32 unless precision='auto' or 'bf16'"
+    if units and torch.backends.mkldnn.is_available():
+        return "bf16", f"the CPU has {units} units"
+    return "fp32", "the CPU has no bf16 units" if not units else "this PyTorch has no oneDNN for bf16"
+
+
+def autocast(device: str, precision: str):
+    """The context a training step's forward runs in: bf16 autocast for precision 'bf16', nothing for 'fp32'."""
+    if precision == "bf16":
+        return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------- trained runs

@@ -119,13 +119,6 @@ def make_optimizer(model, tcfg: TrainConfig, device: str):
     return torch.optim.AdamW(groups, lr=tcfg.lr_init, betas=(0.9, 0.95), fused=device == "cuda" or None)
 
 
-def autocast(device: str, tcfg: TrainConfig):
-    """bf16 autocast on CUDA (when asked for); fp32 elsewhere."""
-    if device == "cuda" and tcfg.bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _metrics(parts: dict, prefix: str, bytes_per_token: float) -> dict:
     ntp = float(parts["ntp_loss"])
     out = {f"{prefix}_loss": float(parts.get("total_loss", ntp)), f"{prefix}_ntp_loss": ntp,
@@ -152,8 +145,7 @@ def estimate(model, data, mcfg: ModelConfig, tcfg: TrainConfig, device: str, spl
             x, y = tools.get_batch(data, split, tcfg.batch_size, mcfg.max_seq_len, mcfg.lookahead, gen)
             if b % dist.world != dist.rank:
                 continue
-            with autocast(device, tcfg):
-                model(x.to(device), y.to(device))
+            model(x.to(device), y.to(device))  # evaluation in fp32, whatever the training precision
             for k, v in model.loss_parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         keys = sorted(set().union(*dist.gather(sorted(sums))))  # every process adds the same parts, in one order
@@ -177,8 +169,7 @@ def evaluate_split(model, data, split: str, mcfg: ModelConfig, batch_size: int, 
         if b % dist.world != dist.rank:
             continue
         n = int((y[:, :x.shape[1]] != data.pad_id).sum())
-        with autocast(device, tcfg) if tcfg is not None else contextlib.nullcontext():
-            model(x.to(device), y.to(device))
+        model(x.to(device), y.to(device))  # in fp32, whatever the training precision
         for k, v in model.loss_parts.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n
         count += n
@@ -410,6 +401,9 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
 
 
 def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progress, device, dist) -> Run:
+    # the precision is resolved once, here, and saved: a resumed run goes on in the precision it started in
+    precision, why = tools.pick_precision(tcfg.precision, device)
+    tcfg = replace(tcfg, precision=precision)
     if not dist.is_main:
         dist.barrier()  # the first process tokenizes into the cache, the others then read it
     data = data if data is not None else tools.get_data(mcfg, tcfg)
@@ -518,7 +512,9 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         micro = f"({tcfg.grad_accum_steps} micro-batches of {tcfg.batch_size}) " if tcfg.grad_accum_steps > 1 else ""
         print(f"training a {'FutureFormer' if mcfg.fs_periods else 'baseline'} of {model.num_params() / 1e6:.3f}M "
               f"parameters for {tcfg.max_iters} steps of {tokens_per_step // mcfg.max_seq_len} x {mcfg.max_seq_len} "
-              f"tokens {micro}({tcfg.max_iters * tokens_per_step * fpt:.3g} FLOPs) on {device}")
+              f"tokens {micro}({tcfg.max_iters * tokens_per_step * fpt:.3g} FLOPs) on {device} in {precision} ({why})")
+    elif progress:
+        print(f"resuming at step {start} of {tcfg.max_iters} on {device} in {precision} ({why})")
     model.train()
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=os.path.basename(path) if path else "training",
                unit="step", dynamic_ncols=True, disable=not progress)
@@ -553,7 +549,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                         if compiling and step == start and a == 0:  # the first call compiles; if that fails, eager
                             step_model, loss = _first_compiled_forward(step_model, wrapped, x, y, device, tcfg)
                         else:
-                            with autocast(device, tcfg):
+                            with tools.autocast(device, tcfg.precision):
                                 _, loss = step_model(x, y)
                         (loss / tcfg.grad_accum_steps).backward()  # the gradient of the mean over micro-batches
                     loss_value = loss_value + loss.detach() / tcfg.grad_accum_steps
@@ -656,13 +652,13 @@ def _first_compiled_forward(step_model, model, x, y, device, tcfg):
 
     rng = torch.get_rng_state()
     try:
-        with autocast(device, tcfg):
+        with tools.autocast(device, tcfg.precision):
             return step_model, step_model(x, y)[1]
     except Exception as e:  # torch._dynamo / inductor errors come in many kinds
         warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); training "
                       "eagerly. Pass --compile=false to skip compiling.", stacklevel=3)
         torch.set_rng_state(rng)
-        with autocast(device, tcfg):
+        with tools.autocast(device, tcfg.precision):
             return model, model(x, y)[1]
 
 
