@@ -260,7 +260,7 @@ class TrainConfig:
     seed: int = 0                     # seeds the weights and the batches
     device: str = "auto"              # auto (CUDA, then MPS, then CPU), cuda, mps or cpu
     compile: bool | None = None       # torch.compile the model; None = auto: on CPU or CUDA for runs of >= 500 steps
-    precision: str | None = None      # auto (bf16 where the GPU or CPU has bf16 units), bf16 or fp32; None = bf16 on CUDA
+    precision: str | None = None      # auto (bf16 where the GPU or CPU has bf16 units), bf16, fp32; None: bf16 on CUDA
     ema_decay: float | None = None    # evaluate and save an average of the weights (0.998: about 500 steps); None = off
     ema_save_last: bool = False       # with ema_decay: the last weights too, logged and saved as the run NAME_last
     # --- data ---

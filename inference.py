@@ -38,7 +38,9 @@ D model dim.
 import argparse
 import math
 import sys
+import time
 import warnings
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -123,19 +125,71 @@ def window_start(n: int, max_seq_len: int) -> int:
     return 0 if n <= T else -(-(n - T) // s) * s   # ceil((n - T) / s) * s
 
 
+class CompiledStep:
+    """A model's one-token decoding step compiled with torch.compile, and the static cache it reads and writes
+    (preallocated for max_seq_len positions, the position a tensor: the step's shapes never change, so it compiles
+    once). Made once per model by `compiled_step`; the compile time is paid at the first step."""
+
+    def __init__(self, model):
+        self.cache = model.new_cache(static=True)
+        self.fn = torch.compile(_one_token, dynamic=False)
+        self.compiled = False
+
+    def __call__(self, model, token: int):
+        """The logits (V,) after one more token, which the cache's positions continue."""
+        x = torch.tensor([[token]], device=self.cache.pos.device)
+        if self.compiled:
+            return self.fn(model, x, self.cache)[0, -1]
+        t0 = time.perf_counter()
+        print("compiling the decoding step with torch.compile, once for this model (measured 20-40 s on 2 CPU "
+              "cores for the default models)", file=sys.stderr, flush=True)
+        logits = self.fn(model, x, self.cache)[0, -1]
+        self.compiled = True
+        print(f"compiled the decoding step in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        return logits
+
+
+def _one_token(model, x, cache):
+    return model(x, cache=cache)[0]
+
+
+_STEPS = weakref.WeakKeyDictionary()  # model -> its CompiledStep
+AUTO_COMPILE_TOKENS = 20_000  # compile=None compiles from this many tokens in one call on: about where the compile
+# time is won back (benchmarks/generate_speed.py: 20-40 s of compiling against ~1.5 ms saved per token, 2 CPU cores)
+
+
+def compiled_step(model) -> CompiledStep:
+    """The model's CompiledStep, made at the first call (per model object)."""
+    step = _STEPS.get(model)
+    if step is None or step.cache.pos.device != next(model.parameters()).device:
+        step = _STEPS[model] = CompiledStep(model)
+    return step
+
+
+def will_compile(model, compile: bool | None, tokens: int) -> bool:
+    """Whether generation compiles its decoding step: `compile` if given; None (auto) where it pays, when the model
+    already has a compiled step or `tokens` (the most this call generates) reach AUTO_COMPILE_TOKENS."""
+    if compile is not None:
+        return bool(compile)
+    step = _STEPS.get(model)
+    return (step is not None and step.compiled) or tokens >= AUTO_COMPILE_TOKENS
+
+
 class Decoder:
     """Feeds a growing token sequence to the model, step by step, through the sliding window.
 
     `decoder.logits(ids)` -> the next-token logits (V,) after the list `ids`, which must only grow
     between calls. With the cache, only the visible tokens it does not hold yet are fed (one token per
     step); when the window jumps, a fresh cache is prefilled with the tokens kept. Without it, the
-    whole visible window is fed every time.
+    whole visible window is fed every time. `compile`: one-token steps go through the model's CompiledStep
+    (its static cache; prefills and jumps run eagerly into the same buffers), with the same tokens.
     """
 
-    def __init__(self, model, use_kv_cache: bool = True):
+    def __init__(self, model, use_kv_cache: bool = True, compile: bool = False):
         self.model, self.use_kv_cache = model, use_kv_cache
         self.device = next(model.parameters()).device
-        self.cache, self.start = None, 0
+        self.cache, self.start, self.held = None, 0, 0
+        self.step = compiled_step(model) if compile and use_kv_cache else None
 
     def logits(self, ids: list[int]):
         start = window_start(len(ids), self.model.cfg.max_seq_len)
@@ -143,10 +197,18 @@ class Decoder:
             logits, _ = self.model(torch.tensor([ids[start:]], device=self.device))       # (1, n - start, V)
             return logits[0, -1]
         if self.cache is None or start != self.start:
-            self.cache, self.start = self.model.new_cache(), start
-        new = ids[start + self.cache.pos:]                  # the visible tokens the cache does not hold yet
+            if self.step is not None:
+                self.cache = self.step.cache
+                self.cache.reset()
+            else:
+                self.cache = self.model.new_cache()
+            self.start, self.held = start, 0
+        new = ids[start + self.held:]                       # the visible tokens the cache does not hold yet
         if not new:
             raise ValueError("Decoder.logits: ids must grow between calls (the cache already holds them all)")
+        fresh, self.held = self.held == 0, self.held + len(new)
+        if self.step is not None and len(new) == 1 and not fresh:  # a prefill (the buffers' first write) goes eagerly
+            return self.step(self.model, new[0])
         logits, _ = self.model(torch.tensor([new], device=self.device), cache=self.cache)  # (1, t, V)
         return logits[0, -1]
 
@@ -168,13 +230,16 @@ def encode_prompt(prompt: str, tokenizer) -> list[int]:
 
 @torch.inference_mode()  # no_grad, and cheaper still: ~15% of a cached step on a CPU (measured)
 def generate_ids(ids: list[int], model, tokenizer, max_gen_len=100, temperature=1.0, top_k=None, top_p=None,
-                 min_p=None, use_kv_cache=True, generator=None, stop_at_eos=True, on_step=None) -> list[int]:
+                 min_p=None, use_kv_cache=True, generator=None, stop_at_eos=True, on_step=None,
+                 compile=None) -> list[int]:
     """`ids` (a prompt's ids, bos first) followed by up to max_gen_len sampled ids.
 
     Generation stops at eos (not included). With stop_at_eos=False eos is never drawn instead, so
     exactly max_gen_len tokens come out (benchmarks). `on_step(token_id, model)` is called after each
     token is drawn, while `model.future` still holds the predictions made with its logits. Runs in eval
-    mode under torch.inference_mode (no gradients); the model's train/eval mode is restored afterwards."""
+    mode under torch.inference_mode (no gradients); the model's train/eval mode is restored afterwards.
+    `compile`: True sends one-token steps through the model's compiled decoding step (CompiledStep, the same
+    tokens, compiled once per model); None (auto) does so where it pays (will_compile); False never."""
     check_sampling(temperature, top_k, top_p, min_p, max_gen_len)
     if len(ids) == 0:
         raise ValueError("ids must hold at least one token: an empty prompt is [tokenizer.bos_id]")
@@ -182,7 +247,7 @@ def generate_ids(ids: list[int], model, tokenizer, max_gen_len=100, temperature=
     ids, was_training = list(ids), model.training
     model.eval()
     try:
-        decoder = Decoder(model, use_kv_cache)
+        decoder = Decoder(model, use_kv_cache, will_compile(model, compile, max_gen_len))
         for _ in range(max_gen_len):
             token = sample_next(decoder.logits(ids), temperature, top_k, top_p, min_p, generator, banned)
             if token == tokenizer.eos_id:
@@ -207,7 +272,7 @@ def plan_recorder(tokenizer, top: int = 3):
 
 
 def generate(prompt, model, tokenizer, max_gen_len=100, temperature=1.0, top_k=None, top_p=None, min_p=None,
-             use_kv_cache=True, generator=None, stop_at_eos=True, return_plan=False, plan_top=3):
+             use_kv_cache=True, generator=None, stop_at_eos=True, return_plan=False, plan_top=3, compile=None):
     """The prompt followed by the model's continuation, decoded: a str (a list of prompts -> a list of
     texts, generated one after another).
 
@@ -218,11 +283,12 @@ def generate(prompt, model, tokenizer, max_gen_len=100, temperature=1.0, top_k=N
     {"id", "token", "plan"}, the plan listing the `plan_top` nearest tokens of each predicted chunk
     vector (see `future_plan`; [] for a baseline)."""
     if isinstance(prompt, (list, tuple)):
+        compile = will_compile(model, compile, max_gen_len * len(prompt))
         return [generate(p, model, tokenizer, max_gen_len, temperature, top_k, top_p, min_p, use_kv_cache,
-                         generator, stop_at_eos, return_plan, plan_top) for p in prompt]
+                         generator, stop_at_eos, return_plan, plan_top, compile) for p in prompt]
     on_step, steps = plan_recorder(tokenizer, plan_top) if return_plan else (None, None)
     ids = generate_ids(encode_prompt(prompt, tokenizer), model, tokenizer, max_gen_len, temperature, top_k, top_p,
-                       min_p, use_kv_cache, generator, stop_at_eos, on_step)
+                       min_p, use_kv_cache, generator, stop_at_eos, on_step, compile)
     text = tokenizer.decode(ids)
     return (text, steps) if return_plan else text
 
@@ -320,6 +386,8 @@ def parse_args(argv=None):
     p.add_argument("--show_future", action="store_true", help="print the model's plan at each step")
     p.add_argument("--top", type=int, default=3, help="tokens shown per predicted chunk vector")
     p.add_argument("--no_cache", action="store_true", help="full forward pass per token (same result, slower)")
+    p.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
+                   help=f"compile the decoding step (same result; pays from ~{AUTO_COMPILE_TOKENS:,} tokens on a CPU)")
     p.add_argument("--trained_dir", default=None, help="where the runs are (default: trained/)")
     args = p.parse_intermixed_args(argv)
     if args.name is None:  # argparse would call the optional prompts required too
@@ -347,7 +415,8 @@ def main(argv=None) -> int:
             ids = encode_prompt(prompt, tokenizer)
         on_step, steps = plan_recorder(tokenizer, args.top) if args.show_future else (None, None)
         out = generate_ids(ids, model, tokenizer, args.max_len, args.temperature, args.top_k, args.top_p,
-                           args.min_p, not args.no_cache, generator, on_step=on_step)
+                           args.min_p, not args.no_cache, generator, on_step=on_step,
+                           compile={"auto": None, "true": True, "false": False}[args.compile])
         print(tokenizer.decode(out))
         if args.show_tokens:
             print(format_tokens(out, tokenizer, len(ids)))

@@ -17,6 +17,7 @@ only on tokens 0..t, and generation computes exactly what training computed.
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -24,7 +25,7 @@ from modules.layer import Layer
 from modules.logging import LoggingModule, log_io
 from modules.loss import Loss
 from modules.mlp import MLP
-from modules.mqa import Cache, FutureScale, project_memory
+from modules.mqa import Cache, FutureScale, StaticCache, project_memory
 from modules.norm import Norm
 
 
@@ -91,8 +92,11 @@ class Model(LoggingModule):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def new_cache(self) -> Cache:
-        """State for incremental decoding: pass it to every forward call, which appends its tokens."""
+    def new_cache(self, static: bool = False) -> Cache:
+        """State for incremental decoding: pass it to every forward call, which appends its tokens. `static`: in
+        buffers preallocated for max_seq_len positions, for a compiled decoding step (mqa.StaticCache)."""
+        if static:
+            return StaticCache(self.cfg.max_seq_len, next(self.parameters()).device)
         return Cache()
 
     def logits(self, x):
@@ -108,7 +112,7 @@ class Model(LoggingModule):
         scale = FutureScale(k, self.memory_norm(preds[k]), first, last)
         if self.memory_kv is not None:
             kv = project_memory(self.memory_kv, [scale], pos0, cfg.ca_num_kv_heads, cfg.ca_head_dim, cfg.theta,
-                                cfg.fs_cross_rope)                                  # (B, T, C, Hkv, hd) x 2
+                                cfg.fs_cross_rope, cache.length if cache is not None and cache.static else None)
             scale.kv = kv if cache is None else cache.slot(("memory", k), dim=1).update(*kv)
         return scale
 
@@ -118,8 +122,8 @@ class Model(LoggingModule):
         extra columns the future chunks' look-ahead. With a cache, the tokens continue what it holds.
         Returns (logits (B, T, V), loss or None)."""
         B, T = input_token_ids.shape
-        pos0 = cache.pos if cache is not None else 0
-        if pos0 + T > self.cfg.max_seq_len:
+        pos0 = cache.pos if cache is not None else 0   # a StaticCache's is a tensor: the decoder keeps it in range
+        if not torch.is_tensor(pos0) and pos0 + T > self.cfg.max_seq_len:
             raise ValueError(f"{pos0 + T} tokens do not fit in max_seq_len={self.cfg.max_seq_len}; generation "
                              "slides its window (inference.generate) instead of passing more")
         x = self.embedding(input_token_ids)                                        # (B, T, D)
@@ -140,7 +144,7 @@ class Model(LoggingModule):
         logits = self.logits(self.final_norm(x))                                   # (B, T, V)
         self.future = {k: v.detach() for k, v in preds.items()}
         if cache is not None:
-            cache.pos += T
+            cache.advance(T)
         if target_token_ids is None:
             return logits, None
         if target_token_ids.shape[0] != B or target_token_ids.shape[1] < T:

@@ -34,23 +34,32 @@ def rope_tables(pos, half: int, theta: float):
 _TABLES: dict = {}
 
 
-def rope_range_tables(pos0: int, T: int, half: int, theta: float, device, ahead: tuple | None = None):
+def rope_range_tables(pos0, T: int, half: int, theta: float, device, ahead: tuple | None = None,
+                      upto: int | None = None):
     """rope_tables of positions pos0 .. pos0 + T - 1, (T, hd) each; with `ahead`, a tuple of N offsets, of
     positions t + a for each t and a, (T, N, 1, hd) each (the future memory's keys, one key-head axis).
 
     Read from one table of positions 0 .. L - 1 per head size and base, made once and grown by doubling: a
     decoding step then rotates by slicing it, not by computing cos and sin again in every layer, and every
     path reads the same numbers. Made outside inference mode, so that a table made while generating can
-    later be saved for backward by training."""
-    key, n = (half, float(theta), str(device)), pos0 + T + (max(ahead) if ahead else 0)
+    later be saved for backward by training.
+
+    A StaticCache's position is a 0-d tensor: `upto`, its length, then bounds pos0 + T, and the table is read by
+    index (a compiled step's shapes do not depend on the position)."""
+    static = torch.is_tensor(pos0)
+    key, n = (half, float(theta), str(device)), (upto if static else pos0 + T) + (max(ahead) if ahead else 0)
     table = _TABLES.get(key)
-    if table is None or table[0].shape[0] < n:
+    if (table is None or table[0].shape[0] < n) and not torch.compiler.is_compiling():
         with torch.inference_mode(False), torch.no_grad():
             L = max(n, 512, 2 * table[0].shape[0] if table is not None else 0)
             table = _TABLES[key] = rope_tables(torch.arange(L, device=device), half, theta)  # (L, hd) x 2
     if ahead is None:
+        if static:
+            pos = pos0 + torch.arange(T, device=device)                                  # (T,)
+            return table[0][pos], table[1][pos]                                          # (T, hd) x 2
         return table[0][pos0:pos0 + T], table[1][pos0:pos0 + T]                          # (T, hd) x 2
-    pos = torch.arange(pos0, pos0 + T, device=device)[:, None] + torch.tensor(ahead, device=device)  # (T, N)
+    pos = (pos0 + torch.arange(T, device=device) if static else torch.arange(pos0, pos0 + T, device=device))
+    pos = pos[:, None] + torch.tensor(ahead, device=device)                              # (T, N)
     return table[0][pos].unsqueeze(-2), table[1][pos].unsqueeze(-2)                      # (T, N, 1, hd) x 2
 
 
@@ -92,10 +101,70 @@ class Cache:
     def __repr__(self):
         return f"Cache(pos={self.pos}, {len(self._slots)} KV slots)"
 
+    static = False  # a StaticCache: preallocated buffers, a tensor position
+
     def slot(self, key, dim: int) -> KVCache:
         if key not in self._slots:
             self._slots[key] = KVCache(dim)
         return self._slots[key]
+
+    def advance(self, T: int) -> None:
+        self.pos += T
+
+
+class StaticKV:
+    """Keys and values of one attention module in buffers of `length` positions along `dim`, made at the first
+    call (zeros) and written in place at the cache's position: the shapes never change."""
+
+    def __init__(self, cache: "StaticCache", dim: int):
+        self.cache, self.dim, self.k, self.v = cache, dim, None, None
+
+    def update(self, k, v):
+        if self.k is None:
+            shape = list(k.shape)
+            shape[self.dim] = self.cache.length
+            self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)
+        where = self.cache.pos + torch.arange(k.shape[self.dim], device=k.device)
+        self.k.index_copy_(self.dim, where, k)
+        self.v.index_copy_(self.dim, where, v)
+        return self.k, self.v                                     # every position; those not written yet are masked
+
+
+class StaticCache(Cache):
+    """A Cache in preallocated buffers, for a compiled one-token decoding step (inference.Decoder with compile):
+    every slot holds `length` (max_seq_len) positions, the position is a 0-d long tensor, and attention reads all
+    positions under a mask of those written so far (`token_mask`). `reset()` starts again at position 0 in the same
+    buffers, so that a step compiled for this cache keeps working after the window slides."""
+
+    static = True
+
+    def __init__(self, length: int, device="cpu"):
+        super().__init__()
+        self.length = length
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
+
+    def __repr__(self):
+        return f"StaticCache(pos={int(self.pos)}, length={self.length}, {len(self._slots)} KV slots)"
+
+    def slot(self, key, dim: int) -> StaticKV:
+        if key not in self._slots:
+            self._slots[key] = StaticKV(self, dim)
+        return self._slots[key]
+
+    def advance(self, T: int) -> None:
+        self.pos.add_(T)
+
+    def reset(self) -> None:
+        self.pos.zero_()
+
+    def token_mask(self, T: int, device):
+        """(T, length): query pos + i sees the cached positions 0 .. pos + i."""
+        return torch.arange(self.length, device=device) <= self.pos + torch.arange(T, device=device)[:, None]
+
+
+def _upto(cache) -> int | None:
+    """A StaticCache's length (what a tensor position is bounded by), else None."""
+    return cache.length if cache is not None and cache.static else None
 
 
 class SelfAttention(LoggingModule):
@@ -109,7 +178,7 @@ class SelfAttention(LoggingModule):
         """Rotated queries (B, Hq, T, hd) of x, and keys and values (B, Hkv, S, hd) of every position so far."""
         B, T, _ = x.shape
         qkv = self.Wqkv(x).view(B, T, self.Hq + 2 * self.Hkv, self.hd).transpose(1, 2)    # (B, Hq + 2Hkv, T, hd)
-        tables = rope_range_tables(pos0, T, self.hd // 2, self.theta, x.device)               # (T, hd) x 2
+        tables = rope_range_tables(pos0, T, self.hd // 2, self.theta, x.device, upto=_upto(cache))  # (T, hd) x 2
         qk = rope(qkv[:, :self.Hq + self.Hkv], tables=tables)      # queries and keys rotated together
         q, k, v = qk[:, :self.Hq], qk[:, self.Hq:], qkv[:, self.Hq + self.Hkv:]             # (B, H.., T, hd)
         if cache is not None:
@@ -125,14 +194,22 @@ class SelfAttention(LoggingModule):
             return None
         return torch.arange(S, device=device) <= (S - T + torch.arange(T, device=device))[:, None]  # (T, S)
 
+    def _attend_tokens(self, q, k, v, cache: Cache | None):
+        """Causal attention of the new queries q (B, Hq, T, hd) over the keys and values so far: (B, Hq, T, hd)."""
+        S, T = k.shape[2], q.shape[2]
+        if cache is not None and cache.static:  # every buffered position, those not written yet masked out
+            mask, causal = cache.token_mask(T, q.device), False
+        else:
+            mask, causal = self._mask(S, T, q.device), S == T and T > 1
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                              enable_gqa=self.Hq != self.Hkv)
+
     @log_io
     def forward(self, x, pos0: int = 0, cache: Cache | None = None):
         """x: (B, T, D) at positions pos0 .. pos0 + T - 1; with a cache, earlier positions are in it."""
         B, T, _ = x.shape
         q, k, v = self._qkv(x, pos0, cache)
-        S = k.shape[2]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(S, T, x.device), is_causal=(S == T and T > 1),
-                                           enable_gqa=self.Hq != self.Hkv)                  # (B, Hq, T, hd)
+        y = self._attend_tokens(q, k, v, cache)                                             # (B, Hq, T, hd)
         return self.Wo(y.transpose(1, 2).reshape(B, T, self.Hq * self.hd))                  # (B, T, D)
 
 
@@ -156,8 +233,8 @@ def check_memory_mode(mode: str):
         raise ValueError(f"fs_memory={mode!r} is not allowed: choose one of {list(MEMORY_MODES)}")
 
 
-def project_memory(Wkv, memory: list[FutureScale], s0: int, num_kv_heads: int, head_dim: int, theta: float,
-                   use_rope: bool):
+def project_memory(Wkv, memory: list[FutureScale], s0, num_kv_heads: int, head_dim: int, theta: float,
+                   use_rope: bool, upto: int | None = None):
     """Keys and values of the predictions in `memory`, made at positions s0, s0 + 1, ...: the scales' vectors
     side by side, (B, T, N, Hkv, hd) with N = sum of C over the scales, in one matmul."""
     vectors = torch.cat([m.vectors for m in memory], dim=2) if len(memory) > 1 else memory[0].vectors  # (B, T, N, D)
@@ -167,7 +244,7 @@ def project_memory(Wkv, memory: list[FutureScale], s0: int, num_kv_heads: int, h
         # each key sits at the time its prediction is about: s + a_k (+ the sub-window's start if C > 1)
         ahead = tuple(m.first + (m.last - m.first + 1) // m.vectors.shape[2] * j
                       for m in memory for j in range(m.vectors.shape[2]))                  # N offsets
-        k = rope(k, tables=rope_range_tables(s0, T, head_dim // 2, theta, k.device, ahead))  # (B, T, N, Hkv, hd)
+        k = rope(k, tables=rope_range_tables(s0, T, head_dim // 2, theta, k.device, ahead, upto))  # (B, T, N, Hkv, hd)
     return k, v
 
 
@@ -177,7 +254,7 @@ def memory_kv(attn, memory: list[FutureScale], pos0: int, cache: Cache | None) -
     when it projects them once for every layer (attn.Wkv is None)."""
     if attn.Wkv is None:
         return [m.kv for m in memory]
-    k, v = project_memory(attn.Wkv, memory, pos0, attn.Hkv, attn.hd, attn.theta, attn.use_rope)
+    k, v = project_memory(attn.Wkv, memory, pos0, attn.Hkv, attn.hd, attn.theta, attn.use_rope, _upto(cache))
     if cache is not None:
         k, v = cache.slot((attn, "memory"), dim=1).update(k, v)                              # (B, S, N, Hkv, hd)
     sizes = [m.vectors.shape[2] for m in memory]
@@ -190,11 +267,14 @@ def memory_widths(memory: list[FutureScale], mode: str) -> list[int] | None:
     return None if mode == "causal" else [1 if mode == "self" else m.last for m in memory]
 
 
-def attend_memory(q, kvs: list[tuple], widths: list[int] | None, pos0: int, with_lse: bool = False):
+def attend_memory(q, kvs: list[tuple], widths: list[int] | None, pos0, with_lse: bool = False, static: bool = False):
     """Attention of queries q (B, T, Hkv, G, hd) at positions pos0.. over the predictions kvs (memory_kv), each
-    query seeing its windows (widths, memory_widths) of predictions made at s <= t.
+    query seeing its windows (widths, memory_widths) of predictions made at s <= t. `static`: kvs are a
+    StaticCache's buffers of every position (pos0 a tensor), read under a mask.
 
     Returns y (B, T, Hq, hd) and, if with_lse, the log-sum-exp of each query's scores (B, T, Hq, 1), else None."""
+    if static:
+        return _attend_static(q, kvs, widths, pos0, with_lse)
     if widths is None:
         return _attend_all(q, kvs, pos0, with_lse)
     if q.shape[1] == 1:  # one new token while decoding: its windows are simply the last `width` cached predictions
@@ -212,12 +292,31 @@ def _softmax_attend(scores, values, with_lse: bool):
 
 def _attend_all(q, kvs, pos0, with_lse):
     """'causal': every prediction made at s <= t, with a written-out (T, S*N) mask."""
-    B, T, Hkv, G, hd = q.shape
+    T = q.shape[1]
     k, v = (torch.cat(z, 2) if len(z) > 1 else z[0] for z in zip(*kvs))                     # (B, S, N, Hkv, hd)
     S, N = k.shape[1], k.shape[2]
     t = torch.arange(pos0, pos0 + T, device=q.device)
     s = torch.arange(pos0 + T - S, pos0 + T, device=q.device).repeat_interleave(N)          # (S*N,)
-    mask = s <= t[:, None]                                                                  # (T, S*N)
+    return _attend_masked(q, k, v, s <= t[:, None], with_lse)                               # mask (T, S*N)
+
+
+def _attend_static(q, kvs, widths, pos, with_lse):
+    """Any memory mode over a StaticCache's buffers (B, L, C, Hkv, hd) of every position: query t = pos + i sees
+    the predictions made at s <= t, and within its scale's window (s > t - width) unless widths is None."""
+    T = q.shape[1]
+    k, v = (torch.cat(z, 2) if len(z) > 1 else z[0] for z in zip(*kvs))                     # (B, L, N, Hkv, hd)
+    t = (pos + torch.arange(T, device=q.device))[:, None]                                   # (T, 1)
+    s = torch.arange(k.shape[1], device=q.device)                                           # (L,)
+    masks = []
+    for i, (scale_k, _) in enumerate(kvs):
+        ok = s <= t if widths is None else (s <= t) & (s > t - widths[i])                   # (T, L)
+        masks.append(ok[:, :, None].expand(-1, -1, scale_k.shape[2]))                       # (T, L, C)
+    return _attend_masked(q, k, v, torch.cat(masks, 2).flatten(1), with_lse)                # mask (T, L*N)
+
+
+def _attend_masked(q, k, v, mask, with_lse):
+    """q (B, T, Hkv, G, hd) over keys and values (B, S, N, Hkv, hd) under a (T, S*N) mask, s-major."""
+    B, T, Hkv, G, hd = q.shape
     k, v = k.flatten(1, 2).transpose(1, 2), v.flatten(1, 2).transpose(1, 2)                 # (B, Hkv, S*N, hd)
     if not with_lse:
         y = F.scaled_dot_product_attention(q.flatten(2, 3).transpose(1, 2), k, v, attn_mask=mask,
@@ -322,9 +421,10 @@ class CrossAttention(LoggingModule):
         B, T, _ = x.shape
         q = self.Wq(x).view(B, T, self.Hkv, self.Hq // self.Hkv, self.hd)                   # (B, T, Hkv, G, hd)
         if self.use_rope:
-            cos, sin = rope_range_tables(pos0, T, self.hd // 2, self.theta, x.device)
+            cos, sin = rope_range_tables(pos0, T, self.hd // 2, self.theta, x.device, upto=_upto(cache))
             q = rope(q, tables=(cos[:, None, None], sin[:, None, None]))                   # (B, T, Hkv, G, hd)
-        y, _ = attend_memory(q, memory_kv(self, memory, pos0, cache), memory_widths(memory, self.memory_mode), pos0)
+        y, _ = attend_memory(q, memory_kv(self, memory, pos0, cache), memory_widths(memory, self.memory_mode), pos0,
+                             static=cache is not None and cache.static)
         return self.Wo(y.reshape(B, T, self.Hq * self.hd))                                  # (B, T, D)
 
 
@@ -347,16 +447,15 @@ class DualAttention(SelfAttention):
     def _attend_memory(self, q, memory, pos0, cache, with_lse=False):
         """attend_memory with self-attention's rotated queries q (B, Hq, T, hd): (B, T, Hq, hd) [, (B, T, Hq, 1)]."""
         return attend_memory(q.transpose(1, 2).unflatten(2, (self.Hkv, -1)), memory_kv(self, memory, pos0, cache),
-                             memory_widths(memory, self.memory_mode), pos0, with_lse)
+                             memory_widths(memory, self.memory_mode), pos0, with_lse,
+                             static=cache is not None and cache.static)
 
     @log_io
     def forward(self, x, memory: list[FutureScale], pos0: int = 0, cache: Cache | None = None):
         B, T, _ = x.shape
         q, k, v = self._qkv(x, pos0, cache)                                   # (B, Hq, T, hd), (B, Hkv, S, hd) x 2
-        S = k.shape[2]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(S, T, x.device), is_causal=(S == T and T > 1),
-                                           enable_gqa=self.Hq != self.Hkv)                  # (B, Hq, T, hd)
-        y = y.transpose(1, 2) + self._attend_memory(q, memory, pos0, cache)[0]             # (B, T, Hq, hd)
+        y = self._attend_tokens(q, k, v, cache).transpose(1, 2)                             # (B, T, Hq, hd)
+        y = y + self._attend_memory(q, memory, pos0, cache)[0]                              # (B, T, Hq, hd)
         return self.Wo(y.reshape(B, T, self.Hq * self.hd))                                  # (B, T, D)
 
 
@@ -386,11 +485,12 @@ class JointAttention(DualAttention):
         anchor = F.pad(k.new_ones(1, 1, 1, 1), (hd, 0)).expand(B, self.Hkv, 1, hd + 1)
         k, v = (torch.cat([anchor, F.pad(z, (0, 1))], 2) for z in (k, v))                    # (B, Hkv, 1 + S, hd + 1)
         gqa, scale = self.Hq != self.Hkv, 1 / math.sqrt(hd)
-        if S == T and T > 1:  # a dummy first query squares the matrix, so is_causal lets query t see anchor, 0..t
+        static = cache is not None and cache.static
+        if S == T and T > 1 and not static:  # a dummy first query squares the matrix: query t sees anchor, 0..t
             y = F.scaled_dot_product_attention(F.pad(q, (0, 0, 1, 0)), k, v, is_causal=True, scale=scale,
                                                enable_gqa=gqa)[:, :, 1:]                    # (B, Hq, T, hd + 1)
         else:
-            mask = self._mask(S, T, x.device)
+            mask = cache.token_mask(T, x.device) if static else self._mask(S, T, x.device)
             mask = None if mask is None else torch.cat([mask.new_ones(T, 1), mask], 1)     # (T, 1 + S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
         y = y.transpose(1, 2)                                                               # (B, T, Hq, hd + 1)

@@ -3,7 +3,8 @@
 Causality: changing input token j leaves the logits at every position < j unchanged, and passing
 targets leaves the logits unchanged (eval mode, fp32, tolerance 1e-5). Cache: feeding a sequence
 through the KV cache and the cached future memory (a prefill chunk, a chunk after it, then token by
-token) gives the logits of one full forward pass (tolerance 1e-4).
+token) gives the logits of one full forward pass (tolerance 1e-4), in a growing cache and in the preallocated
+buffers of a static cache (the compiled decoding step's), before and after its reset.
 """
 
 import itertools
@@ -81,10 +82,15 @@ def check_causal_and_cache(cfg, i):
             torch.testing.assert_close(logits2[:, :j], logits[:, :j], atol=1e-5, rtol=0,
                                        msg=f"changing token {j} changed earlier logits")
             assert (logits2[:, j] - logits[:, j]).abs().max() > 1e-4, "the changed token had no effect"
-        # cache: a prefill chunk of p tokens, a chunk of 1-4 more after them, then one token at a time
-        cache, p, q = model.new_cache(), 1 + i % 7, 1 + i % 4
-        parts = [model(x[:, :p], cache=cache)[0], model(x[:, p:p + q], cache=cache)[0]]
-        parts += [model(x[:, t:t + 1], cache=cache)[0] for t in range(p + q, T)]
-        assert cache.pos == T
-        torch.testing.assert_close(torch.cat(parts, 1), logits, atol=1e-4, rtol=0,
-                                   msg="cached logits differ from the full forward pass")
+        # cache: a prefill chunk of p tokens, a chunk of 1-4 more after them, then one token at a time; the same
+        # in the preallocated buffers of a static cache (what a compiled decoding step uses), after a reset too
+        for static in (False, True):
+            cache, p, q = model.new_cache(static=static), 1 + i % 7, 1 + i % 4
+            for _ in range(1 + static):
+                if static:
+                    cache.reset()
+                parts = [model(x[:, :p], cache=cache)[0], model(x[:, p:p + q], cache=cache)[0]]
+                parts += [model(x[:, t:t + 1], cache=cache)[0] for t in range(p + q, T)]
+                assert int(cache.pos) == T
+                torch.testing.assert_close(torch.cat(parts, 1), logits, atol=1e-4, rtol=0,
+                                           msg=f"cached logits (static={static}) differ from the full forward pass")

@@ -373,3 +373,32 @@ def test_notebook_runs(trained_dir, tmp_path):
                                progress_bar=False, kernel_name="python3")
     text = out.read_text()
     assert "prompt tokens" in text and "t+2..t+3:" in text
+
+
+COMPILED = {  # every fs_attention, arrangement, memory rule and head kind, shared kv, C > 1 (one compile each)
+    "sequential-horizon-layer-head": CONFIGS["P3-layer-head"],
+    "parallel-causal-shared-kv-C2": {**CONFIGS["parallel-causal-shared-kv"], "fs_loss": "bce",
+                                     "compress_freq": "linear", "compress_freq_n": 0.5},
+    "joint-self-odd-T": CONFIGS["joint-self-odd-T"],
+    "dual-shared-kv-no-head-norm": CONFIGS["dual-shared-kv-no-head-norm"],
+}
+
+
+@pytest.mark.parametrize("name", list(COMPILED))
+def test_compiled_decoding_gives_the_same_tokens_past_max_seq_len(name, capsys):
+    """The compiled one-token step (static cache, tensor position) writes the tokens and plans of the eager cached
+    path, through several window jumps; it compiles once per model and says so. (The static cache's eager path is
+    checked for every option combination in test_causality.py.)"""
+    model = tiny(**COMPILED[name])
+    torch._dynamo.reset()
+    for prompt, kw in (("Once upon a time", {"temperature": 0}), ("The cat", {"temperature": 1.0, "top_p": 0.9})):
+        out = [inference.generate(prompt, model, TOK, max_gen_len=40, generator=torch.Generator().manual_seed(3),
+                                  compile=c, return_plan=True, **kw) for c in (False, True)]
+        assert out[0][0] == out[1][0]
+        assert len(TOK.encode(out[0][0])) > model.cfg.max_seq_len  # it went past the context
+        for eager, compiled in zip(out[0][1], out[1][1], strict=True):
+            assert [[t for t, _, _ in p["tokens"]] for p in eager["plan"]] == \
+                   [[t for t, _, _ in p["tokens"]] for p in compiled["plan"]]
+    assert capsys.readouterr().err.count("compiled the decoding step in") == 1
+    assert inference.will_compile(model, None, 1)  # paid once, used from then on
+    assert not inference.will_compile(tiny(**COMPILED[name]), None, 100)
