@@ -1,19 +1,26 @@
-"""What the machine can do, measured in the benchmark's own run: the fp32 matmul peak that a training step's
-achieved FLOP/s is compared with.
+"""What the machine can do, measured in the benchmark's own run: the fp32 and bf16 matmul peaks that a training
+step's achieved FLOP/s are compared with, and the CPU they ran on.
 
     python benchmarks/machine.py [--n=2048] [--repeats=5]
 """
 
+import os
+import platform
 import sys
-import time
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools  # noqa: E402
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of the fastest of `repeats` fp32 (n x n) @ (n x n) products on all of torch's threads (2 n^3 FLOPs
-    each): about the most arithmetic this CPU gives PyTorch, the yardstick for a training step's FLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+
+def matmul_peak(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
+    """FLOP/s of the fastest of `repeats` (n x n) @ (n x n) products in `dtype` on all of torch's threads (2 n^3
+    FLOPs each): about the most arithmetic this CPU gives PyTorch in that type, the yardstick for a training step's
+    FLOP/s (bf16: what autocast's matmuls can reach; without bf16 units oneDNN emulates it, slower than fp32)."""
+    import time
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up: threads started, memory touched
     best = float("inf")
     for _ in range(repeats):
@@ -23,7 +30,23 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
+def cpu_name() -> str:
+    """The CPU's model name, its bf16 units (tools.cpu_bf16_units) and torch's thread count."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    units = tools.cpu_bf16_units()
+    return f"{name}, {os.cpu_count()} cores, bf16 units: {units or 'none'}, torch {torch.__version__} on " \
+           f"{torch.get_num_threads()} threads"
+
+
 if __name__ == "__main__":
     args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
-    peak = matmul_peak(int(args.get("n", 2048)), int(args.get("repeats", 5)))
-    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    n, repeats = int(args.get("n", 2048)), int(args.get("repeats", 5))
+    print(cpu_name())
+    for dtype in (torch.float32, torch.bfloat16):
+        peak = matmul_peak(n, repeats, dtype)
+        print(f"{str(dtype).removeprefix('torch.')} matmul peak: {peak / 1e9:.1f} GFLOP/s")

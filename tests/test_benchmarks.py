@@ -27,7 +27,14 @@ def test_train_speed_benchmark_runs():
 
 def test_generate_speed_benchmark_runs():
     text = bench("generate_speed.py", "--tokens=40", "--repeats=1", *TINY)
-    assert text.count("same text: True") == 2  # cached == uncached, past max_seq_len
+    assert text.count("same text: True") == 2  # cached == compiled == uncached, past max_seq_len
+    assert text.count("compiled cached") == 2 and "bf16 units:" in text
+
+
+def test_precision_speed_benchmark_runs():
+    text = bench("precision_speed.py", "--steps=1", "--batch_size=2", *TINY)
+    assert "precision='auto' on this CPU:" in text and "of the bf16 peak" in text
+    assert text.count("as many tokens/s as eager fp32") == 2 and "FutureFormer / baseline step time" in text
 
 
 @pytest.mark.skipif(not os.path.isfile(SAMPLE_PATH), reason=f"no TinyStories sample at {SAMPLE_PATH}")
