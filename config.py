@@ -243,6 +243,8 @@ class TrainConfig:
     batch_size: int = 32              # sequences per forward pass (a micro-batch when grad_accum_steps > 1)
     grad_accum_steps: int = 1         # micro-batches per optimizer step: the global batch is batch_size x this
     processes: int | None = None      # recorded by train(): processes (torchrun) that trained it; x the above
+    train_tokens: int | None = None   # recorded by train(): tokens of the training split (bos and eos included)
+    passes: float | None = None       # recorded by train(): passes max_iters makes over the training split
     max_iters: int = 1000             # optimizer steps; 1000 x 32 x 256 = 8.2M tokens, ~15 min on 2 CPU cores
     eval_interval: int = 100          # steps between evaluations (one log_data.csv row each)
     eval_samples: int = 8             # batches per split per evaluation
@@ -264,7 +266,7 @@ class TrainConfig:
     ema_decay: float | None = None    # evaluate and save an average of the weights (0.998: about 500 steps); None = off
     ema_save_last: bool = False       # with ema_decay: the last weights too, logged and saved as the run NAME_last
     # --- data ---
-    data_path: str | None = None      # a local text file of stories separated by <|endoftext|>; None = the hub
+    data_path: str | None = None      # text file(s) of stories split by <|endoftext|>: a,b or data/*.txt; None = hub
     val_data_path: str | None = None  # a validation file (the official split's; offline its excerpt); None = hold out
     val_fraction: float = 0.05        # share of data_path's stories held out for validation
     data_cache_dir: str = "data_cache"  # where tokenized ids are cached (git-ignored)

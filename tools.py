@@ -155,8 +155,39 @@ def _resolve_data_path(path: str) -> str:
     for candidate in (path, os.path.join(REPO_DIR, path)):
         if os.path.isfile(candidate):
             return os.path.realpath(candidate)
+        if os.path.isdir(candidate):
+            raise FileNotFoundError(f"data path {path!r} is a directory: name its files (a comma-separated list, "
+                                    f"or a glob such as {os.path.join(path, '*.txt')!r})")
     raise FileNotFoundError(f"data file {path!r} not found (looked relative to {os.getcwd()} and to "
                             f"{REPO_DIR}); it should be a text file of stories separated by {EOT}")
+
+
+def resolve_data_paths(spec: str) -> list[str]:
+    """The files of a data_path: one file, a comma-separated list, globs (data/*.txt, sorted), or a mix, in the
+    order given, each looked up from the current directory, then from the repo root. A missing file, a glob that
+    matches nothing, a directory, or a file named twice is a FileNotFoundError / ValueError naming it."""
+    import glob
+
+    files = []
+    for part in (p.strip() for p in str(spec).split(",")):
+        if not part:
+            continue
+        if glob.has_magic(part):
+            pattern = os.path.expanduser(part)
+            matches = sorted(glob.glob(pattern)) or sorted(glob.glob(os.path.join(REPO_DIR, pattern)))
+            matches = [m for m in matches if os.path.isfile(m)]
+            if not matches:
+                raise FileNotFoundError(f"data path {part!r} matches no file (looked relative to {os.getcwd()} "
+                                        f"and to {REPO_DIR})")
+            files += [os.path.realpath(m) for m in matches]
+        else:
+            files.append(_resolve_data_path(part))
+    if not files:
+        raise FileNotFoundError(f"data_path={spec!r} names no file")
+    twice = sorted({f for f in files if files.count(f) > 1})
+    if twice:
+        raise ValueError(f"data_path={spec!r} names {', '.join(twice)} more than once: each story would count twice")
+    return files
 
 
 def _file_id(path: str) -> dict:
@@ -171,7 +202,9 @@ def _source(tcfg) -> dict:
             raise ValueError(f"val_data_path={tcfg.val_data_path!r} is not allowed without data_path: "
                              f"the hub ({HUB_DATASET}) brings its own validation split")
         return {"kind": "hub", "dataset": HUB_DATASET, "splits": HUB_SPLITS}
-    source = {"kind": "file", "train": _file_id(_resolve_data_path(tcfg.data_path))}
+    files = resolve_data_paths(tcfg.data_path)
+    # one file keeps the form (and so the cache key) it always had; several are a list, in the order given
+    source = {"kind": "file", "train": _file_id(files[0]) if len(files) == 1 else [_file_id(f) for f in files]}
     if tcfg.val_data_path is not None:
         source["val"] = _file_id(_resolve_data_path(tcfg.val_data_path))
     else:
@@ -203,7 +236,8 @@ def _cache_dir(tcfg, source: dict, tok_info: dict) -> str:
     if source["kind"] == "hub":
         label = source["dataset"].split("/")[-1]
     else:
-        label = os.path.splitext(os.path.basename(source["train"]["path"]))[0]
+        files = source["train"] if isinstance(source["train"], list) else [source["train"]]
+        label = os.path.splitext(os.path.basename(files[0]["path"]))[0] + (f"_plus{len(files) - 1}" * (len(files) > 1))
     label = re.sub(r"[^A-Za-z0-9_.]+", "_", label)[:40]
     return os.path.join(root, f"{label}-{tok_info['name']}-{tok_info['vocab_len']}-{key.hexdigest()[:12]}")
 
@@ -341,7 +375,8 @@ def _build_cache(final: str, source: dict, tok, tok_info: dict, val_fraction: fl
         if source["kind"] == "hub":
             splits = {s: _hub_stories(s) for s in SPLITS}
         else:
-            train = read_stories(source["train"]["path"])
+            files = source["train"] if isinstance(source["train"], list) else [source["train"]]
+            train = [story for f in files for story in read_stories(f["path"])]
             if "val" in source:
                 val = read_stories(source["val"]["path"])
             else:
@@ -382,8 +417,9 @@ def _open_cache(path: str, tok) -> TokenData | None:
 def get_data(mcfg, tcfg) -> TokenData:
     """The tokenized train and val splits for `mcfg.tokenizer` / `mcfg.vocab_len` and `tcfg`'s data.
 
-    Source: `tcfg.data_path` (a text file of stories separated by <|endoftext|>; the hub is never
-    touched) with validation held out by `split_stories(stories, tcfg.val_fraction)` or read from
+    Source: `tcfg.data_path` (a text file of stories separated by <|endoftext|>, or several: a comma-separated
+    list or globs, read in the order given, `resolve_data_paths`; the hub is never touched) with validation held
+    out by `split_stories(stories, tcfg.val_fraction)` or read from
     `tcfg.val_data_path`; or, with no data_path, HUB_DATASET's train and validation splits. The first
     call tokenizes (with a progress bar) into the cache in `tcfg.data_cache_dir`; later calls with the
     same source file (path, size, mtime) and tokenizer reuse it. A relative data_path is looked up
@@ -488,6 +524,20 @@ def eval_batches(data: TokenData, split: str, batch_size: int, seq_len: int, loo
     starts = np.arange(0, n - seq_len if drop_last else n - 1, seq_len)
     for i in range(0, len(starts), batch_size):
         yield _windows(stream, starts[i:i + batch_size], seq_len, lookahead, data.pad_id)
+
+
+def describe_data(data: TokenData) -> str:
+    """One line: the stories, megabytes and tokens of each split, and where they come from."""
+    def files(source):
+        return [f["path"] for f in (source if isinstance(source, list) else [source])]
+
+    src = data.meta["source"]
+    where = {"train": files(src["train"]) if src["kind"] == "file" else [src["dataset"]]}
+    where["val"] = (files(src["val"]) if "val" in src else [f"the last {src['val_fraction']:.0%} of the training "
+                                                               "stories"]) if src["kind"] == "file" else where["train"]
+    return "; ".join(f"{split} {data.meta[split]['stories']:,} stories, {data.meta[split]['bytes'] / 1e6:.2f} MB, "
+                     f"{data.meta[split]['tokens']:,} tokens ({', '.join(os.path.basename(w) for w in where[split])})"
+                     for split in SPLITS)
 
 
 def bits_per_byte(ntp_loss, bytes_per_token: float):

@@ -425,6 +425,8 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
     log, start = [], 0
     last_log, last_path = [], None  # with ema_save_last: the log and the folder of the last weights' twin run
     tokens_per_step = tcfg.batch_size * tcfg.grad_accum_steps * dist.world * mcfg.max_seq_len  # the global batch
+    passes = tcfg.max_iters * tokens_per_step / int(data.meta["train"]["tokens"])
+    tcfg = replace(tcfg, train_tokens=int(data.meta["train"]["tokens"]), passes=round(passes, 4))
     clock = {"elapsed_s": 0.0, "train_time_s": 0.0}
     path = None
     if ckpt is not None:
@@ -509,6 +511,8 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         return row, last_row
 
     if progress and start == 0:
+        print(f"data: {tools.describe_data(data)}; {tcfg.max_iters} steps make {passes:.2f} passes over the "
+              "training split")
         micro = f"({tcfg.grad_accum_steps} micro-batches of {tcfg.batch_size}) " if tcfg.grad_accum_steps > 1 else ""
         print(f"training a {'FutureFormer' if mcfg.fs_periods else 'baseline'} of {model.num_params() / 1e6:.3f}M "
               f"parameters for {tcfg.max_iters} steps of {tokens_per_step // mcfg.max_seq_len} x {mcfg.max_seq_len} "

@@ -148,3 +148,12 @@ def test_replace_derives_again_what_was_derived():
     assert replace(t, max_iters=100) == t
     with pytest.raises(ValueError, match="dim=0"):
         replace(ModelConfig(), dim=0)
+
+
+def test_a_train_config_saved_before_precision_loads_with_its_meaning():
+    """Saved runs have `bf16` (true: bf16 autocast on CUDA only, which is precision None; false: fp32)."""
+    saved = {k: v for k, v in to_dict(TrainConfig()).items() if k != "precision"}
+    assert from_dict(TrainConfig, {**saved, "bf16": True}).precision is None
+    assert from_dict(TrainConfig, {**saved, "bf16": False}).precision == "fp32"
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        from_dict(TrainConfig, {**saved, "bf16": True, "precision": "auto"})

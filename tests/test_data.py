@@ -313,6 +313,47 @@ def test_missing_data_file_says_so(char_tok, tmp_path):
         tools.get_data(char_tok, TrainConfig(data_path=str(tmp_path / "no_such.txt")))
 
 
+def test_several_training_files_in_the_order_given(char_tok, tmp_path, stories, count_builds):
+    """data_path takes a comma-separated list and globs: the stories of every file, in the order given (a glob's
+    matches sorted), cached under a key that covers every file; describe_data names them."""
+    a = write_raw(tmp_path / "a.txt", stories[:50])
+    b = write_raw(tmp_path / "b.txt", stories[50:])
+    val = write_raw(tmp_path / "val.txt", make_stories(5, seed=2))
+    cache = str(tmp_path / "cache")
+
+    def get(spec):
+        data = tools.get_data(char_tok, TrainConfig(data_path=spec, val_data_path=val, data_cache_dir=cache))
+        tok = data.tokenizer
+        return data, [tok.decode(i) for i in story_ids(data.train, tok.bos_id, tok.eos_id)]
+
+    want = [s.replace("é", "?") for s in stories]
+    ab, decoded = get(f"{a}, {b}")
+    assert decoded == want and ab.meta["train"]["stories"] == 120
+    assert [f["path"] for f in ab.meta["source"]["train"]] == [os.path.realpath(a), os.path.realpath(b)]
+    assert "a.txt, b.txt" in tools.describe_data(ab) and "val 5 stories" in tools.describe_data(ab)
+    glob_ab, decoded = get(str(tmp_path / "[ab].txt"))
+    assert decoded == want and glob_ab.path == ab.path  # the same files in the same order: the same cache
+    ba, decoded = get(f"{b},{a}")
+    assert decoded == want[50:] + want[:50] and ba.path != ab.path
+    builds = len(count_builds)
+    write_raw(b, stories[50:-1])  # the second file changed: a new cache
+    changed, decoded = get(f"{a},{b}")
+    assert changed.path != ab.path and decoded == want[:-1] and len(count_builds) == builds + 2
+
+
+def test_bad_data_paths_say_which(char_tok, tmp_path, stories):
+    a = write_raw(tmp_path / "a.txt", stories)
+    (tmp_path / "folder").mkdir()
+    cases = [(f"{a},{tmp_path / 'gone.txt'}", FileNotFoundError, "gone.txt"),
+             (str(tmp_path / "*.json"), FileNotFoundError, r"\*\.json' matches no file"),
+             (str(tmp_path / "folder"), FileNotFoundError, "is a directory"),
+             (f"{a},{tmp_path / '*.txt'}", ValueError, "a.txt more than once"),
+             (" , ", FileNotFoundError, "names no file")]
+    for spec, error, message in cases:
+        with pytest.raises(error, match=message):
+            tools.get_data(char_tok, TrainConfig(data_path=spec, data_cache_dir=str(tmp_path / "cache")))
+
+
 def test_meta_counts_bytes_tokens_unknowns(char_tok, tcfg, stories):
     data = tools.get_data(char_tok, tcfg)
     train_ref, _ = tools.split_stories(stories, tcfg.val_fraction)

@@ -227,6 +227,43 @@ def test_resume_from_a_checkpoint_gives_the_same_run(data_cache_dir, tmp_path):
         train(mcfg, replace(tcfg, lr_max=1e-3), resume=ckpt, progress=False)
 
 
+def test_precision_is_chosen_by_the_device_and_its_bf16_units(monkeypatch):
+    monkeypatch.setattr(tools, "cpu_bf16_units", lambda: "AMX-BF16")
+    assert tools.pick_precision("auto", "cpu") == ("bf16", "the CPU has AMX-BF16 units")
+    assert tools.pick_precision(None, "cpu")[0] == "fp32"  # the older rule: bf16 on CUDA only
+    assert tools.pick_precision("fp32", "cpu")[0] == "fp32" and tools.pick_precision("bf16", "cpu")[0] == "bf16"
+    assert tools.pick_precision("auto", "mps")[0] == "fp32"
+    with pytest.raises(ValueError, match="not allowed on MPS"):
+        tools.pick_precision("bf16", "mps")
+    monkeypatch.setattr(tools, "cpu_bf16_units", lambda: None)
+    assert tools.pick_precision("auto", "cpu") == ("fp32", "the CPU has no bf16 units")
+    assert "emulated" in tools.pick_precision("bf16", "cpu")[1]
+    with pytest.raises(ValueError, match="precision='fp16' is not allowed"):
+        TrainConfig(precision="fp16")
+
+
+@needs_sample
+def test_a_bf16_run_records_its_precision_keeps_fp32_weights_and_resumes_in_it(data_cache_dir, tmp_path, capsys):
+    mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=2, dropout_rate=0.1, max_iters=10, eval_interval=5,
+                              checkpoint_interval=5, model_name="half", precision="bf16")
+    straight = train(mcfg, tcfg, trained_dir=str(tmp_path))
+    assert "on cpu in bf16" in capsys.readouterr().out
+    assert straight.train_cfg.precision == tools.load_configs("half", str(tmp_path))[1].precision == "bf16"
+    assert all(v.dtype == torch.float32 for v in torch.load(os.path.join(straight.path, "model.pth")).values())
+    assert math.isfinite(straight.log[-1]["val_bpb"])
+    fp32 = train(mcfg, replace(tcfg, precision="fp32", checkpoint_interval=None), save=False, progress=False)
+    assert fp32.log[-1]["val_ntp_loss"] != straight.log[-1]["val_ntp_loss"]  # bf16 really was used
+    ckpt = os.path.join(straight.path, "checkpoints", "step_000005.pt")
+    assert load_checkpoint(ckpt)["train_config"]["precision"] == "bf16"
+    copy = tmp_path / "copy"
+    os.makedirs(copy / "checkpoints")
+    os.link(ckpt, copy / "checkpoints" / "step_000005.pt")
+    resumed = train(resume=str(copy / "checkpoints" / "step_000005.pt"))
+    assert "resuming at step 5 of 10 on cpu in bf16" in capsys.readouterr().out
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 @needs_sample
 def test_cli_trains_and_saves(tmp_path, data_cache_dir):
     out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--data_cache_dir={data_cache_dir}",
@@ -238,6 +275,9 @@ def test_cli_trains_and_saves(tmp_path, data_cache_dir):
     assert tools.list_runs(str(tmp_path)) == ["cli"]
     _, tcfg = tools.load_configs("cli", str(tmp_path))
     assert tcfg.max_iters == 4 and tcfg.data_path == "../shared/data/tinystories_sample.txt"
+    # the start says what the data is and how many passes the run makes over it; the config records both
+    assert f"{tcfg.train_tokens:,} tokens (tinystories_sample.txt)" in out.stdout
+    assert tcfg.passes == round(4 * 4 * 32 / tcfg.train_tokens, 4) and "passes over the training split" in out.stdout
     out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={tmp_path}",
                   "--model_name=cli", "--max_iters=2")
     assert out.returncode == 2 and "already exists" in out.stderr
