@@ -343,27 +343,56 @@ def load_checkpoint(path: str) -> dict:
     return ckpt
 
 
-def _resume_folder(resume: str, ckpt: dict, tcfg: TrainConfig) -> tuple[str, TrainConfig]:
-    """Where a resumed run continues: its own folder, unless that would lose something. A folder whose run
-    finished (model.pth), or whose log_data.csv runs past the checkpoint's step (a later crash, or resuming
-    an earlier checkpoint), is kept as it is and the run continues in a new folder beside it, NAME_from_<step>."""
-    path = os.path.dirname(os.path.dirname(os.path.abspath(resume)))
-    logged = 0
-    log_file = os.path.join(path, "log_data.csv")
-    if os.path.isfile(log_file):
-        with open(log_file, newline="") as f:
-            steps = [int(float(r["step"])) for r in csv.DictReader(f) if r.get("step")]
-        logged = max(steps, default=0)
-    finished = os.path.isfile(os.path.join(path, "model.pth"))
-    if not finished and logged <= ckpt["step"]:
-        return path, tcfg
-    name = f"{os.path.basename(path)}_from_{ckpt['step']}"
-    new = _reserve_folder(os.path.dirname(path), None, name)
-    why = "finished" if finished else f"has logged up to step {logged}"
-    print(f"{path} {why}, past the checkpoint's step {ckpt['step']}: it is left as it is, and the run continues "
-          f"in {new}", file=sys.stderr)
-    tcfg = replace(tcfg, model_name=os.path.basename(new))
-    return new, tcfg
+def _checkpoint_owner(resume: str, ckpt: dict) -> str | None:
+    """The run folder that owns the checkpoint file `resume`: the folder F of F/checkpoints/step_*.pt, when F's own
+    model_config.json and train_config.json are the checkpoint's configs; else None (a checkpoint copied elsewhere,
+    or put into another run's folder)."""
+    file = os.path.realpath(resume)
+    folder = os.path.dirname(os.path.dirname(file))
+    if os.path.basename(os.path.dirname(file)) != "checkpoints" or not re.fullmatch(r"step_\d+\.pt",
+                                                                                   os.path.basename(file)):
+        return None
+    for fname, key in (("model_config.json", "model_config"), ("train_config.json", "train_config")):
+        try:
+            if tools.read_json(os.path.join(folder, fname), fname) != ckpt[key]:
+                return None
+        except (OSError, ValueError):
+            return None
+    return folder
+
+
+def _resume_folder(resume: str, ckpt: dict, tcfg: TrainConfig, trained_dir: str | None) -> tuple[str, TrainConfig]:
+    """Where a resumed run continues, always a folder directly under the runs folder: `trained_dir` if given, else
+    the folder of the run that owns the checkpoint (`_checkpoint_owner`), else trained/. In the owner's own folder
+    when it is there and nothing would be lost; otherwise in a new folder NAME_from_<step> under the runs folder,
+    and a line says why. Nothing is ever written beside a checkpoint that no run folder owns. A folder whose run
+    finished (model.pth), or whose log_data.csv runs past the checkpoint's step (a later crash, or resuming an
+    earlier checkpoint), is kept as it is."""
+    owner = _checkpoint_owner(resume, ckpt)
+    root = os.path.realpath(trained_dir or (os.path.dirname(owner) if owner else tools.TRAINED_DIR))
+    if owner is not None and os.path.dirname(owner) == root:
+        logged = 0
+        log_file = os.path.join(owner, "log_data.csv")
+        if os.path.isfile(log_file):
+            with open(log_file, newline="") as f:
+                steps = [int(float(r["step"])) for r in csv.DictReader(f) if r.get("step")]
+            logged = max(steps, default=0)
+        finished = os.path.isfile(os.path.join(owner, "model.pth"))
+        if not finished and logged <= ckpt["step"]:
+            return owner, tcfg
+        why = (f"{owner} {'finished' if finished else f'has logged up to step {logged}'}, past the checkpoint's step "
+               f"{ckpt['step']}: it is left as it is")
+    elif owner is not None:
+        why = f"the checkpoint's run folder {owner} is not in the runs folder {root}"
+    elif os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(resume))), "train_config.json")):
+        why = (f"{resume} is not a checkpoint of the run whose folder it lies in (the configs differ): that run "
+               "is left as it is")
+    else:
+        why = f"{resume} does not lie in the checkpoints/ of the run folder whose configs it holds"
+    name = f"{tcfg.model_name or 'resumed'}_from_{ckpt['step']}"
+    new = _reserve_folder(root, None, name)
+    print(f"{why}; the run continues in {new}", file=sys.stderr)
+    return new, replace(tcfg, model_name=os.path.basename(new))
 
 
 # ---------------------------------------------------------------- the loop
@@ -440,7 +469,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
         last_log = list(ckpt.get("last_log", []))
         clock = {k: ckpt[k] for k in clock}
         if dist.is_main:
-            path, tcfg = _resume_folder(resume, ckpt, tcfg)
+            path, tcfg = _resume_folder(resume, ckpt, tcfg, trained_dir)
             if not os.path.isfile(os.path.join(path, "train_config.json")) or tcfg.model_name != train_cfg.model_name:
                 tools.save_configs(path, mcfg, tcfg)
             if log:

@@ -192,6 +192,48 @@ def test_resuming_a_finished_run_continues_in_a_new_folder(tmp_path, data_cache_
     assert (folder / "log_data.csv").read_bytes() == before["log_data.csv"]
 
 
+@needs_sample
+def test_a_resumed_run_is_only_ever_written_under_the_runs_folder(tmp_path, data_cache_dir, monkeypatch, capsys):
+    """A checkpoint that no run folder owns (in the repository root, in a temporary folder, in another run's
+    checkpoints/) resumes into a new run under trained_dir (--trained_dir, else trained/), never beside the file."""
+    runs = tmp_path / "runs"
+    mcfg, tcfg = tiny_configs(data_cache_dir, model_name="src", max_iters=6, eval_interval=2, checkpoint_interval=2)
+    train(mcfg, tcfg, trained_dir=str(runs), progress=False)
+    ckpt = runs / "src" / "checkpoints" / "step_000002.pt"
+    monkeypatch.setattr(tools, "TRAINED_DIR", str(tmp_path / "default_runs"))  # what trained/ would be
+    in_repo = os.path.join(tools.REPO_DIR, f"stray_checkpoint_{os.getpid()}.pt")
+    parent_before = sorted(os.listdir(os.path.dirname(tools.REPO_DIR)))
+    shutil.copy(ckpt, in_repo)
+    try:
+        repo_before = sorted(os.listdir(tools.REPO_DIR))
+        resumed = train(resume=in_repo, progress=False)
+        assert resumed.path == str(tmp_path / "default_runs" / "src_from_2")
+        assert "does not lie in the checkpoints/ of the run folder" in capsys.readouterr().err
+        assert sorted(os.listdir(tools.REPO_DIR)) == repo_before  # nothing beside the file
+        assert sorted(os.listdir(os.path.dirname(tools.REPO_DIR))) == parent_before  # nor in the repository's parent
+        r = run_script("train.py", f"--resume={in_repo}", f"--trained_dir={tmp_path / 'given'}")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert os.listdir(tmp_path / "given") == ["src_from_2"]  # --trained_dir is where it goes
+    finally:
+        os.remove(in_repo)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(ckpt, loose / "step_000002.pt")
+    assert train(resume=str(loose / "step_000002.pt"), trained_dir=str(runs), progress=False).path == \
+        str(runs / "src_from_2")
+    assert sorted(os.listdir(loose)) == ["step_000002.pt"]
+    # a checkpoint of another run put into this run's checkpoints/: this run's log and configs stay as they are
+    other_cfg = tiny_configs(data_cache_dir, model_name="other", max_iters=4, eval_interval=2)
+    train(*other_cfg, trained_dir=str(runs), progress=False)
+    os.makedirs(runs / "other" / "checkpoints")
+    shutil.copy(ckpt, runs / "other" / "checkpoints" / "step_000002.pt")
+    before = {f: (runs / "other" / f).read_bytes() for f in ("log_data.csv", "train_config.json", "model.pth")}
+    moved = train(resume=str(runs / "other" / "checkpoints" / "step_000002.pt"), progress=False)
+    assert moved.path == str(tmp_path / "default_runs" / "src_from_2_2")
+    assert "not a checkpoint of the run whose folder it lies in" in capsys.readouterr().err
+    assert {f: (runs / "other" / f).read_bytes() for f in before} == before
+
+
 def test_plots_never_overwrite_what_they_did_not_write(run_copy, tmp_path):
     root, name = run_copy
     weights = os.path.join(root, name, "model.pth")

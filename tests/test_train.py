@@ -217,12 +217,13 @@ def test_resume_from_a_checkpoint_gives_the_same_run(data_cache_dir, tmp_path):
     resumed_dir.mkdir()
     os.makedirs(resumed_dir / "checkpoints")
     os.link(ckpt, resumed_dir / "checkpoints" / "step_000010.pt")
-    resumed = train(resume=str(resumed_dir / "checkpoints" / "step_000010.pt"), progress=False)
-    assert resumed.path == str(resumed_dir) and len(resumed.log) == len(straight.log) == 4
+    resumed = train(resume=str(resumed_dir / "checkpoints" / "step_000010.pt"), trained_dir=str(tmp_path / "runs"),
+                    progress=False)  # a folder without the run's configs does not own it: a new run, in trained_dir
+    assert resumed.path == str(tmp_path / "runs" / "straight_from_10") and len(resumed.log) == len(straight.log) == 4
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
         assert torch.equal(a, b)
     assert resumed.log[-1]["val_ntp_loss"] == straight.log[-1]["val_ntp_loss"]
-    assert os.path.isfile(resumed_dir / "model.pth") and os.path.isfile(resumed_dir / "log_data.csv")
+    assert sorted(os.listdir(resumed.path)) == sorted(tools.RUN_FILES) and os.listdir(resumed_dir) == ["checkpoints"]
     with pytest.raises(ValueError, match="differs from the checkpoint"):
         train(mcfg, replace(tcfg, lr_max=1e-3), resume=ckpt, progress=False)
 
