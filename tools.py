@@ -593,6 +593,24 @@ def cpu_bf16_units() -> str | None:
     return None
 
 
+def machine_name(device: str = "cpu") -> str:
+    """What trains: the CPU's model name and its bf16 units ('AMD EPYC, AVX512-BF16'), or the GPU's name. Runs
+    record it (TrainConfig.machine): the same configuration trained on two kinds of machine can differ by as much
+    as the effects this project looks for, so comparisons keep to one kind."""
+    if device == "cuda":
+        return f"cuda: {torch.cuda.get_device_name()}"
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    units = cpu_bf16_units()
+    return f"{device}: {name}" + (f", {units}" if units else "")
+
+
 def pick_precision(requested: str | None, device: str) -> tuple[str, str]:
     """(precision, why): what TrainConfig.precision means on `device`, as 'bf16' (bf16 autocast; weights, optimizer
     state and evaluation stay fp32) or 'fp32', and the reason, for the start-up line.

@@ -455,7 +455,8 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
     last_log, last_path = [], None  # with ema_save_last: the log and the folder of the last weights' twin run
     tokens_per_step = tcfg.batch_size * tcfg.grad_accum_steps * dist.world * mcfg.max_seq_len  # the global batch
     passes = tcfg.max_iters * tokens_per_step / int(data.meta["train"]["tokens"])
-    tcfg = replace(tcfg, train_tokens=int(data.meta["train"]["tokens"]), passes=round(passes, 4))
+    tcfg = replace(tcfg, train_tokens=int(data.meta["train"]["tokens"]), passes=round(passes, 4),
+                   machine=tcfg.machine if ckpt is not None and tcfg.machine else tools.machine_name(device))
     clock = {"elapsed_s": 0.0, "train_time_s": 0.0}
     path = None
     if ckpt is not None:

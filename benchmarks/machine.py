@@ -5,7 +5,6 @@ step's achieved FLOP/s are compared with, and the CPU they ran on.
 """
 
 import os
-import platform
 import sys
 
 import torch
@@ -31,15 +30,8 @@ def matmul_peak(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
 
 
 def cpu_name() -> str:
-    """The CPU's model name, its bf16 units (tools.cpu_bf16_units) and torch's thread count."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    units = tools.cpu_bf16_units()
-    return f"{name}, {os.cpu_count()} cores, bf16 units: {units or 'none'}, torch {torch.__version__} on " \
+    """The CPU's model name and bf16 units (tools.machine_name), its cores and torch's thread count."""
+    return f"{tools.machine_name('cpu')}, {os.cpu_count()} cores, torch {torch.__version__} on " \
            f"{torch.get_num_threads()} threads"
 
 

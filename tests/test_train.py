@@ -279,6 +279,7 @@ def test_cli_trains_and_saves(tmp_path, data_cache_dir):
     # the start says what the data is and how many passes the run makes over it; the config records both
     assert f"{tcfg.train_tokens:,} tokens (tinystories_sample.txt)" in out.stdout
     assert tcfg.passes == round(4 * 4 * 32 / tcfg.train_tokens, 4) and "passes over the training split" in out.stdout
+    assert tcfg.machine == tools.machine_name("cpu") and tcfg.machine.startswith("cpu: ")  # what trained it
     out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={tmp_path}",
                   "--model_name=cli", "--max_iters=2")
     assert out.returncode == 2 and "already exists" in out.stderr
