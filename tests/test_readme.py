@@ -26,6 +26,7 @@ SHORTER = {  # script -> what is appended to its command lines
     "benchmarks/train_speed.py": f"--steps=1 --batch_size=2 {TINY}",
     "benchmarks/train_loop_speed.py": f"--steps=2 --rounds=1 --batch_size=2 {TINY.rsplit(' ', 1)[0]}",
     "benchmarks/generate_speed.py": f"--tokens=40 --repeats=1 {TINY}",
+    "benchmarks/precision_speed.py": f"--steps=1 --batch_size=2 {TINY}",
     "benchmarks/tokenizer_speed.py": "--repeat=1",
     "benchmarks/compile_speed.py": f"--rounds=1 --steps=1 --check_steps=0 --batch_size=2 {TINY}",
     "benchmarks/machine.py": "--n=256",
