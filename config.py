@@ -91,7 +91,7 @@ class ModelConfig:
     fs_lambda_end: float = 1.0        # fraction of the run by which decay / reverse have brought every weight to 0
     fs_loss: str = "cosine"           # cosine, mse, mae, bce (bag of the chunk's tokens) or rank (their order)
     fs_arrangement: str = "staggered"  # staggered: predict far chunks first, coarse to fine; parallel: all at once
-    fs_memory: str = "horizon"        # predictions position t attends to: horizon, causal or self (DESIGN.md §3)
+    fs_memory: str = "horizon"        # predictions position t attends to: horizon, causal or self (docs/design.md §2)
     fs_output_layer: str = "linear"   # head predicting each chunk: linear, mlp, or layer (a transformer layer first)
     fs_head_norm: bool = True         # norm each head's input; False saves a norm per chunk (scale-free with cosine)
     fs_cross_rope: bool = True        # rotary positions on cross-attention keys at the time each prediction is about
@@ -103,7 +103,7 @@ class ModelConfig:
     pool_output_linear: bool = False  # a learned linear layer after pooling
     pool_bias: bool = False           # biases in the pooler's linear layers
     compress_freq: str = "constant"   # how many vectors chunk k is compressed into: constant, linear, root, log, poly
-    compress_freq_n: float = 1        # the n of compress_freq (DESIGN.md §8); constant 1 = one vector per chunk
+    compress_freq_n: float = 1        # the n of compress_freq (docs/design.md §1); constant 1 = one vector per chunk
     # --- cross-attention over the future memory (None = same as self-attention) ---
     ca_num_q_heads: int | None = None
     ca_num_kv_heads: int | None = None

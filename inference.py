@@ -74,7 +74,7 @@ def check_sampling(temperature=1.0, top_k=None, top_p=None, min_p=None, max_gen_
 def next_token_probs(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, banned_ids=()):
     """The distribution (V,) the next token is drawn from, given the last position's logits (V,).
 
-    As DESIGN.md §8 says: logits / temperature -> softmax -> keep the smallest set of most likely tokens
+    As docs/design.md §5 says: logits / temperature -> softmax -> keep the smallest set of most likely tokens
     whose mass reaches top_p (at least one), at most top_k of them, and none below min_p x the top
     probability -> renormalise. temperature 0 (greedy) puts all the mass on the argmax. `banned_ids`
     (bos and pad, during generation) get probability 0."""

@@ -6,7 +6,7 @@ Every `--key=value` is a field of `config.ModelConfig` or `config.TrainConfig` (
 type; an unknown key is an error naming the near matches), plus `--trained_dir=PATH` (where run folders
 go, default trained/) and `--resume=PATH` (a checkpoint to continue from).
 
-What a run does: AdamW (weight decay on matrices only) with gradient clipping and the seed's learning-rate
+What a run does: AdamW (weight decay on matrices only) with gradient clipping and the learning-rate
 schedule (`lr_at`), random windows of the training split, an evaluation every `eval_interval` steps on
 `eval_samples` fixed batches of each split, and a last evaluation over the *whole* held-out validation
 split in fixed windows (so the last row of the log is deterministic and anyone can recompute it). It
@@ -52,7 +52,7 @@ from modules.model import Model
 
 
 def lr_at(step: int, tcfg: TrainConfig) -> float:
-    """The seed's schedule (DESIGN.md §8): linear warm-up from lr_init to lr_max; then num_restarts + 1
+    """The learning-rate schedule (docs/design.md §4): linear warm-up from lr_init to lr_max; then num_restarts + 1
     annealing cycles from lr_max to lr_min (cosine or linear), each T_mult times longer than the one
     before and restarting at lr_max; then lr_min, flat, for the last final_flat_iters steps."""
     warm, flat = tcfg.warmup_iters, tcfg.final_flat_iters

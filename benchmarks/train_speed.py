@@ -27,7 +27,7 @@ from modules.model import Model  # noqa: E402
 
 # FutureFormer settings, as ModelConfig changes on top of the command line's (modules/layer.py, config.py):
 # lean = the cheapest future-sight layer options with the default memory rule; fastest = lean reading only
-# the predictions made at each position itself (fs_memory='self', DESIGN.md §3)
+# the predictions made at each position itself (fs_memory='self', docs/design.md §2)
 SETTINGS = {
     "default": {},
     "parallel": {"fs_attention": "parallel"},

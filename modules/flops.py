@@ -8,7 +8,7 @@ Counting rules (a multiply-add is 2 FLOPs; a token's vector x through an n -> m 
     fs_loss='bce' or 'rank' the output projection once more per predicted chunk vector;
   - attention's two matmuls (scores q.k and the weighted sum of v), 2 * 2 * heads * head_dim FLOPs per
     key a query actually attends to: (t + 1) keys at position t for causal self-attention, the windows
-    of DESIGN.md §3 for cross-attention (b_k positions x C_k vectors per scale for 'horizon', C_k for
+    of docs/design.md §2 for cross-attention (b_k positions x C_k vectors per scale for 'horizon', C_k for
     'self', (t + 1) x C_k for 'causal'), averaged over the T positions of a training window. Work that
     an implementation spends on masked-out keys (a dense causal kernel, padded blocks) is not counted:
     this is the arithmetic the model needs, not what a kernel happens to do;

@@ -17,7 +17,7 @@ from modules.logging import LoggingModule, log_io
 
 
 def compression(compress_freq: str, n: float, i: int) -> int:
-    """How many vectors chunk index i (0 = nearest chunk) is compressed into (the seed's schedule)."""
+    """How many vectors chunk index i (0 = nearest chunk) is compressed into (docs/design.md §1)."""
     if compress_freq == "constant":
         return math.floor(n)
     if compress_freq == "linear":
