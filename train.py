@@ -757,12 +757,16 @@ def run_flops(name: str, trained_dir: str | None = None) -> float:
     return float(last["tokens"]) * flops_per_token(tools.load_configs(name, trained_dir)[0])
 
 
-def match_flops(mcfg: ModelConfig, tcfg: TrainConfig, reference: str, trained_dir: str | None = None) -> TrainConfig:
+def match_flops(mcfg: ModelConfig, tcfg: TrainConfig, reference: str, trained_dir: str | None = None,
+                processes: int | None = None) -> TrainConfig:
     """`tcfg` with max_iters set so that training `mcfg` costs the training FLOPs of the saved run `reference`
     (rounded to the nearest step, so within half a step's FLOPs); the derived parts of the learning-rate
-    schedule (warm-up, flat end) follow the new length. How a baseline gets a FutureFormer's compute."""
+    schedule (warm-up, flat end) follow the new length. How a baseline gets a FutureFormer's compute. A step
+    takes the global batch: batch_size x grad_accum_steps x `processes` sequences (default: torchrun's
+    WORLD_SIZE, else 1)."""
     target = run_flops(reference, trained_dir)
-    per_step = flops_per_token(mcfg) * tcfg.batch_size * mcfg.max_seq_len
+    processes = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = flops_per_token(mcfg) * tcfg.batch_size * tcfg.grad_accum_steps * processes * mcfg.max_seq_len
     return replace(tcfg, max_iters=max(1, round(target / per_step)))
 
 

@@ -369,3 +369,18 @@ def test_a_truncated_checkpoint(tmp_path):
         load_checkpoint(str(bad))
     r = run_script("train.py", f"--resume={bad}")
     one_clear_line(r, "not a checkpoint written by train.py")
+
+
+def test_ci_fails_when_a_data_test_is_skipped(tmp_path):
+    """Under CI=true a test skipped for want of ../shared/data fails the run (tests/conftest.py); elsewhere it is
+    a skip."""
+    shutil.copy(os.path.join(tools.REPO_DIR, "tests", "conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_x.py").write_text("import pytest\n\n\n@pytest.mark.skipif(True, reason='no TinyStories sample "
+                                        "at ../shared/data/x.txt')\ndef test_needs_data():\n    pass\n\n\n"
+                                        "def test_other():\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": tools.REPO_DIR}
+    for ci, rc in (("true", 1), ("", 0)):
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                           cwd=tmp_path, env={**env, "CI": ci}, capture_output=True, text=True, timeout=120)
+        assert r.returncode == rc, r.stdout[-2000:]
+        assert ("CI: 1 test(s) skipped because ../shared/data is missing" in r.stdout) == bool(ci)

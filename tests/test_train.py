@@ -425,7 +425,7 @@ def test_seeds_train_one_run_each_as_a_group(tmp_path, data_cache_dir):
 
 
 @needs_sample
-def test_match_flops_gives_a_baseline_the_futureformers_compute(tmp_path, tiny_runs, data_cache_dir):
+def test_match_flops_gives_a_baseline_the_futureformers_compute(tmp_path, tiny_runs, data_cache_dir, monkeypatch):
     root = tiny_runs["trained_dir"]
     ff = tiny_runs["tiny_ff"]
     target = run_flops("tiny_ff", root)
@@ -439,6 +439,14 @@ def test_match_flops_gives_a_baseline_the_futureformers_compute(tmp_path, tiny_r
     run = train(mcfg, matched, trained_dir=str(tmp_path), progress=False)
     assert abs(run_flops("matched", str(tmp_path)) - target) <= per_step / 2
     assert abs(run.log[-1]["flops"] - target) <= per_step / 2
+    # a step's tokens are the global batch: accumulation and processes (torchrun's WORLD_SIZE) take their share
+    assert match_flops(mcfg, replace(tcfg, grad_accum_steps=2), "tiny_ff", root).max_iters == \
+        round(target / (2 * per_step))
+    assert match_flops(mcfg, replace(tcfg, grad_accum_steps=2), "tiny_ff", root, processes=2).max_iters == \
+        round(target / (4 * per_step))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert match_flops(mcfg, tcfg, "tiny_ff", root).max_iters == round(target / (2 * per_step))
+    monkeypatch.delenv("WORLD_SIZE")
     out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--trained_dir={root}",
                   "--model_name=x", "--match_flops=tiny_ff", "--max_iters=3")
     assert out.returncode == 2 and "drop --max_iters" in out.stderr
