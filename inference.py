@@ -143,7 +143,8 @@ class CompiledStep:
         t0 = time.perf_counter()
         print("compiling the decoding step with torch.compile, once for this model (measured 20-40 s on 2 CPU "
               "cores for the default models)", file=sys.stderr, flush=True)
-        logits = self.fn(model, x, self.cache)[0, -1]
+        with tools.quiet_compile():
+            logits = self.fn(model, x, self.cache)[0, -1]
         self.compiled = True
         print(f"compiled the decoding step in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         return logits

@@ -641,6 +641,18 @@ def pick_precision(requested: str | None, device: str) -> tuple[str, str]:
     return "fp32", "the CPU has no bf16 units" if not units else "this PyTorch has no oneDNN for bf16"
 
 
+@contextlib.contextmanager
+def quiet_compile():
+    """Around the call that makes torch.compile trace: inductor's own FutureWarning about a deprecated internal
+    (`torch._prims_common.check`), which tells a user nothing and breaks the progress bar, is filtered there and
+    only there."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\._prims_common\.check", category=FutureWarning)
+        yield
+
+
 def autocast(device: str, precision: str):
     """The context a training step's forward runs in: bf16 autocast for precision 'bf16', nothing for 'fp32'."""
     if precision == "bf16":

@@ -585,7 +585,8 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                         else:
                             with tools.autocast(device, tcfg.precision):
                                 _, loss = step_model(x, y)
-                        (loss / tcfg.grad_accum_steps).backward()  # the gradient of the mean over micro-batches
+                        with tools.quiet_compile() if compiling and step == start else contextlib.nullcontext():
+                            (loss / tcfg.grad_accum_steps).backward()  # the gradient of the mean over micro-batches
                     loss_value = loss_value + loss.detach() / tcfg.grad_accum_steps
                 if compiling and step == start and progress:
                     done_in = f"compiled: the first step took {time.perf_counter() - t0:.1f} s"
@@ -686,7 +687,7 @@ def _first_compiled_forward(step_model, model, x, y, device, tcfg):
 
     rng = torch.get_rng_state()
     try:
-        with tools.autocast(device, tcfg.precision):
+        with tools.autocast(device, tcfg.precision), tools.quiet_compile():
             return step_model, step_model(x, y)[1]
     except Exception as e:  # torch._dynamo / inductor errors come in many kinds
         warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); training "

@@ -67,7 +67,8 @@ def main(argv):
     for m, a in arms:
         steps[m, a] = make_arm(models[m], a.startswith("compiled"), a.split()[-1], B)
         t0 = time.perf_counter()
-        steps[m, a]()  # the first step: compiles where compiled
+        with tools.quiet_compile():
+            steps[m, a]()  # the first step: compiles where compiled
         print(f"{m:>12} {a:<14} first step {time.perf_counter() - t0:6.1f} s", flush=True)
         steps[m, a]()
     peaks = {dt: [matmul_peak(dtype=dt)] for dt in (torch.float32, torch.bfloat16)}

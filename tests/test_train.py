@@ -503,15 +503,24 @@ def test_a_failing_compile_falls_back_to_eager_with_the_same_numbers(tmp_path, d
 
 
 @needs_sample
-def test_compiled_training_matches_eager(data_cache_dir, capsys):
+def test_compiled_training_matches_eager(data_cache_dir, capsys, monkeypatch):
     """A real compile (tens of seconds): with dropout off, compiled and eager training give the same losses to
     float tolerance, a scheduled future-sight weight included (the compiled step reads the loss's weight buffer,
     which set_progress changes every step, not a value baked in when it compiled); the start-up lines say it
-    compiled and how long the first step took."""
+    compiled and how long the first step took, and inductor's FutureWarnings do not break into them."""
+    import warnings
+
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # really lower the graphs, where it warns
     mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=3, eval_interval=3, dropout_rate=0.0, num_layers=3,
                               fs_periods=1, dim=16, fs_lambda_schedule="decay", fs_loss_lambda=1.0)
     eager = train(mcfg, replace(tcfg, compile=False), save=False, progress=False)
-    compiled = train(mcfg, replace(tcfg, compile=True), save=False, progress=True)
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = train(mcfg, replace(tcfg, compile=True), save=False, progress=True)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
     err = capsys.readouterr().err
     assert "compiling the training step with torch.compile" in err and "compiled: the first step took" in err
     for key in ("train_ntp_loss", "val_ntp_loss", "grad_norm"):
