@@ -141,8 +141,8 @@ class CompiledStep:
         if self.compiled:
             return self.fn(model, x, self.cache)[0, -1]
         t0 = time.perf_counter()
-        print("compiling the decoding step with torch.compile, once for this model (measured 20-40 s on 2 CPU "
-              "cores for the default models)", file=sys.stderr, flush=True)
+        print("compiling the decoding step with torch.compile, once for this model (measured 20 s on 2 CPU cores "
+              "for the default FutureFormer)", file=sys.stderr, flush=True)
         with tools.quiet_compile():
             logits = self.fn(model, x, self.cache)[0, -1]
         self.compiled = True
@@ -155,8 +155,9 @@ def _one_token(model, x, cache):
 
 
 _STEPS = weakref.WeakKeyDictionary()  # model -> its CompiledStep
-AUTO_COMPILE_TOKENS = 20_000  # compile=None compiles from this many tokens in one call on: about where the compile
-# time is won back (benchmarks/generate_speed.py: 20-40 s of compiling against ~1.5 ms saved per token, 2 CPU cores)
+AUTO_COMPILE_TOKENS = 20_000  # compile=None compiles from this many tokens in one call on: measured on a 2-core
+# CPU (benchmarks/generate_speed.py), 20 s of compiling the default FutureFormer against 1.75 ms saved per token
+# (11,000 tokens to break even), the baseline 0.8 ms a token; a margin for slower compiles
 
 
 def compiled_step(model) -> CompiledStep:

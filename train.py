@@ -553,7 +553,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=os.path.basename(path) if path else "training",
                unit="step", dynamic_ncols=True, disable=not progress)
     if compiling and progress:
-        bar.write("compiling the training step with torch.compile (measured 21-48 s on 2 CPU cores for the default "
+        bar.write("compiling the training step with torch.compile (measured 23-60 s on 2 CPU cores for the default "
                   "models; --compile=false skips it)", file=sys.stderr)
     t_start = time.perf_counter() - clock["elapsed_s"]
     grad_norms = list(ckpt.get("grad_norms", [])) if ckpt is not None else []  # since the last log row
