@@ -555,6 +555,7 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
     if compiling and progress:
         bar.write("compiling the training step with torch.compile (measured 23-60 s on 2 CPU cores for the default "
                   "models; --compile=false skips it)", file=sys.stderr)
+    quiet = tools.quiet_compile if compiling else contextlib.nullcontext  # inductor's warnings off the progress bar
     t_start = time.perf_counter() - clock["elapsed_s"]
     grad_norms = list(ckpt.get("grad_norms", [])) if ckpt is not None else []  # since the last log row
     stop = _StopFlag()
@@ -583,9 +584,9 @@ def _train(mcfg, tcfg, train_cfg, ckpt, resume, trained_dir, save, data, progres
                         if compiling and step == start and a == 0:  # the first call compiles; if that fails, eager
                             step_model, loss = _first_compiled_forward(step_model, wrapped, x, y, device, tcfg)
                         else:
-                            with tools.autocast(device, tcfg.precision):
+                            with tools.autocast(device, tcfg.precision), quiet():
                                 _, loss = step_model(x, y)
-                        with tools.quiet_compile() if compiling and step == start else contextlib.nullcontext():
+                        with quiet():  # torch.compile recompiles where a guard fails: at step 1, for the rope table
                             (loss / tcfg.grad_accum_steps).backward()  # the gradient of the mean over micro-batches
                     loss_value = loss_value + loss.detach() / tcfg.grad_accum_steps
                 if compiling and step == start and progress:

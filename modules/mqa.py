@@ -49,7 +49,8 @@ def rope_range_tables(pos0, T: int, half: int, theta: float, device, ahead: tupl
     static = torch.is_tensor(pos0)
     key, n = (half, float(theta), str(device)), (upto if static else pos0 + T) + (max(ahead) if ahead else 0)
     table = _TABLES.get(key)
-    if (table is None or table[0].shape[0] < n) and not torch.compiler.is_compiling():
+    # a compiled decoding step never grows it: its eager prefill made the table for every position first
+    if (table is None or table[0].shape[0] < n) and not (static and torch.compiler.is_compiling()):
         with torch.inference_mode(False), torch.no_grad():
             L = max(n, 512, 2 * table[0].shape[0] if table is not None else 0)
             table = _TABLES[key] = rope_tables(torch.arange(L, device=device), half, theta)  # (L, hd) x 2
