@@ -58,10 +58,24 @@ def pytest_runtest_logreport(report):
         _DATA_SKIPS.append(report.nodeid)
 
 
+def _runs_in_repo() -> set:
+    return set(os.listdir(tools.TRAINED_DIR)) if os.path.isdir(tools.TRAINED_DIR) else set()
+
+
+_RUNS_BEFORE = _runs_in_repo()
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Under CI (CI=true), a test skipped because ../shared/data is missing fails the run: a green CI must have
-    run the tests that read the data. Elsewhere such skips stay skips."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes") and _DATA_SKIPS:
+    """Under CI (CI=true): a test skipped because ../shared/data is missing fails the run (a green CI must have run
+    the tests that read the data), and so does a test that left a folder in the repository's trained/ (tests train
+    into temporary folders only). Elsewhere, where a research run may be training into trained/, neither."""
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        return
+    if _DATA_SKIPS:
         print(f"\nCI: {len(_DATA_SKIPS)} test(s) skipped because ../shared/data is missing, e.g. {_DATA_SKIPS[0]}; "
               "CI must run them: lay out ../shared/data beside the repository")
+        session.exitstatus = 1
+    left = sorted(_runs_in_repo() - _RUNS_BEFORE - {"model_comparison.png"})
+    if left:
+        print(f"\nCI: tests left {', '.join(left)} in the repository's trained/: train into tmp_path")
         session.exitstatus = 1

@@ -4,6 +4,7 @@ and resume exactly, nothing is overwritten)."""
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -259,7 +260,7 @@ def test_a_bf16_run_records_its_precision_keeps_fp32_weights_and_resumes_in_it(d
     copy = tmp_path / "copy"
     os.makedirs(copy / "checkpoints")
     os.link(ckpt, copy / "checkpoints" / "step_000005.pt")
-    resumed = train(resume=str(copy / "checkpoints" / "step_000005.pt"))
+    resumed = train(resume=str(copy / "checkpoints" / "step_000005.pt"), trained_dir=str(tmp_path / "runs"))
     assert "resuming at step 5 of 10 on cpu in bf16" in capsys.readouterr().out
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -338,7 +339,9 @@ def test_an_averaged_run_trains_the_same_and_logs_saves_and_resumes_its_average(
     resumed_dir = tmp_path / "resumed"
     os.makedirs(resumed_dir / "checkpoints")
     os.link(ckpt, resumed_dir / "checkpoints" / "step_000010.pt")
-    resumed = train(resume=str(resumed_dir / "checkpoints" / "step_000010.pt"), progress=False)
+    resumed = train(resume=str(resumed_dir / "checkpoints" / "step_000010.pt"), trained_dir=str(tmp_path / "runs"),
+                    progress=False)  # a copy of the checkpoint alone: a new run under trained_dir
+    assert resumed.path == str(tmp_path / "runs" / "averaged_from_10")
     for a, b in zip(resumed.model.state_dict().values(), averaged.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert resumed.log[-1]["val_ntp_loss"] == averaged.log[-1]["val_ntp_loss"]
@@ -375,6 +378,8 @@ def test_an_averaged_run_can_keep_its_last_weights_as_the_plain_run_of_the_same_
     resumed_dir = tmp_path / "again" / "avg"
     os.makedirs(resumed_dir / "checkpoints")
     os.link(ckpt, resumed_dir / "checkpoints" / "step_000010.pt")
+    for fname in ("model_config.json", "train_config.json"):  # a copy of the run folder, which owns the checkpoint
+        shutil.copy(os.path.join(both.path, fname), resumed_dir / fname)
     resumed = train(resume=str(resumed_dir / "checkpoints" / "step_000010.pt"), progress=False)
     assert resumed.last.path == str(tmp_path / "again" / "avg_last")
     assert [r["val_ntp_loss"] for r in resumed.last.log] == [r["val_ntp_loss"] for r in plain.log]

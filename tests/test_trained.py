@@ -72,6 +72,8 @@ def test_configs_round_trip(name):
         with open(os.path.join(path, fname)) as f:
             saved = json.load(f)
         now = to_dict(cfg)
+        if "bf16" in saved:  # saved before `precision`: bf16=true was bf16 autocast on CUDA only, precision None
+            assert now["precision"] == (None if saved.pop("bf16") else "fp32")
         assert {k: now[k] for k in saved} == saved, f"{name}/{fname} does not round-trip"
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         assert all(now[k] == defaults[k] for k in now if k not in saved)  # fields added since: their defaults
