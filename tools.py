@@ -212,6 +212,11 @@ def _source(tcfg) -> dict:
     return source
 
 
+def _file_ids(entry) -> list[dict]:
+    """The file ids of a source entry: one file (a dict, the form single-file caches always had) or several (a list)."""
+    return entry if isinstance(entry, list) else [entry]
+
+
 def _tokenizer_info(tok, name: str, size: int) -> dict:
     info = {"name": name, "vocab_len": tok.vocab_len, "bos_id": tok.bos_id, "eos_id": tok.eos_id,
             "pad_id": tok.pad_id}
@@ -236,7 +241,7 @@ def _cache_dir(tcfg, source: dict, tok_info: dict) -> str:
     if source["kind"] == "hub":
         label = source["dataset"].split("/")[-1]
     else:
-        files = source["train"] if isinstance(source["train"], list) else [source["train"]]
+        files = _file_ids(source["train"])
         label = os.path.splitext(os.path.basename(files[0]["path"]))[0] + (f"_plus{len(files) - 1}" * (len(files) > 1))
     label = re.sub(r"[^A-Za-z0-9_.]+", "_", label)[:40]
     return os.path.join(root, f"{label}-{tok_info['name']}-{tok_info['vocab_len']}-{key.hexdigest()[:12]}")
@@ -375,7 +380,7 @@ def _build_cache(final: str, source: dict, tok, tok_info: dict, val_fraction: fl
         if source["kind"] == "hub":
             splits = {s: _hub_stories(s) for s in SPLITS}
         else:
-            files = source["train"] if isinstance(source["train"], list) else [source["train"]]
+            files = _file_ids(source["train"])
             train = [story for f in files for story in read_stories(f["path"])]
             if "val" in source:
                 val = read_stories(source["val"]["path"])
@@ -528,8 +533,8 @@ def eval_batches(data: TokenData, split: str, batch_size: int, seq_len: int, loo
 
 def describe_data(data: TokenData) -> str:
     """One line: the stories, megabytes and tokens of each split, and where they come from."""
-    def files(source):
-        return [f["path"] for f in (source if isinstance(source, list) else [source])]
+    def files(entry):
+        return [f["path"] for f in _file_ids(entry)]
 
     src = data.meta["source"]
     where = {"train": files(src["train"]) if src["kind"] == "file" else [src["dataset"]]}
