@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config import ModelConfig, TrainConfig, parse_overrides, replace  # noqa: E402
 from modules.model import Model  # noqa: E402
-from train import make_optimizer  # noqa: E402
+from optimizer import make_optimizer  # noqa: E402
 
 
 def batches(cfg, B, n, seed=0):

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data as data_pipeline  # noqa: E402  (`data` names the ids below)
 import tools  # noqa: E402
 from config import ModelConfig, TrainConfig, parse_overrides  # noqa: E402
 
@@ -29,7 +30,7 @@ def main(argv):
     t_over.setdefault("data_path", tools.SAMPLE_PATH)
     if copies > 1:
         big = os.path.join(tempfile.mkdtemp(), f"{copies}x.txt")
-        with open(tools._resolve_data_path(t_over["data_path"]), encoding="utf-8") as f:
+        with open(data_pipeline._resolve_data_path(t_over["data_path"]), encoding="utf-8") as f:
             text = f.read()
         with open(big, "w", encoding="utf-8") as f:
             f.write(text * copies)

@@ -6,7 +6,7 @@ measured in one run.
 The default ModelConfig (any --key=value overrides it) with random weights, and a baseline with
 fs_periods=0. Each generates `tokens` tokens greedily from an empty prompt, eos masked so that no run
 stops early (generate_ids(..., stop_at_eos=False)), three ways: cached (eager), cached through the compiled
-one-token step (inference.CompiledStep, compiled once before the timed runs: its compile time is printed), and
+one-token step (generation.CompiledStep, compiled once before the timed runs: its compile time is printed), and
 uncached. The runs alternate, so that all see the same machine load; the fastest run of each gives tokens per
 second and the speed-ups (goal: compiled cached >= 10x uncached at 200 tokens). The three texts must be identical,
 and the benchmark says whether they are. --threads sets torch's thread count (default: torch's own): one token
@@ -24,7 +24,7 @@ from machine import cpu_name  # noqa: E402
 
 import tools  # noqa: E402
 from config import ModelConfig, parse_overrides, replace  # noqa: E402
-from inference import generate_ids  # noqa: E402
+from generation import generate_ids  # noqa: E402
 from modules.model import Model  # noqa: E402
 
 

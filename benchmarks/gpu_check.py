@@ -26,7 +26,7 @@ import tools  # noqa: E402
 from config import ModelConfig, TrainConfig, parse_overrides  # noqa: E402
 from modules.flops import flops_per_token  # noqa: E402
 from modules.model import Model  # noqa: E402
-from train import make_optimizer  # noqa: E402
+from optimizer import make_optimizer  # noqa: E402
 
 # dense bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s (no sparsity)
 DATASHEET_BF16 = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10G": 70, "RTX 4090": 165,

@@ -25,11 +25,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from machine import cpu_name, matmul_peak  # noqa: E402
 
+import hardware  # noqa: E402
 import tools  # noqa: E402
 from config import ModelConfig, TrainConfig, parse_overrides, replace  # noqa: E402
 from modules.flops import flops_per_token  # noqa: E402
 from modules.model import Model  # noqa: E402
-from train import make_optimizer  # noqa: E402
+from optimizer import make_optimizer  # noqa: E402
 
 
 def make_arm(cfg, compiled: bool, precision: str, B: int):
@@ -67,7 +68,7 @@ def main(argv):
     for m, a in arms:
         steps[m, a] = make_arm(models[m], a.startswith("compiled"), a.split()[-1], B)
         t0 = time.perf_counter()
-        with tools.quiet_compile():
+        with hardware.quiet_compile():
             steps[m, a]()  # the first step: compiles where compiled
         print(f"{m:>12} {a:<14} first step {time.perf_counter() - t0:6.1f} s", flush=True)
         steps[m, a]()

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tools  # noqa: E402
 from config import ModelConfig, TrainConfig, parse_overrides, replace  # noqa: E402
 from modules.model import Model  # noqa: E402
-from train import lr_at, make_optimizer, train  # noqa: E402
+from optimizer import lr_at, make_optimizer  # noqa: E402
+from trainer import train  # noqa: E402
 
 
 def rope(x, cos, sin):

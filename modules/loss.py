@@ -197,6 +197,26 @@ class Loss(LoggingModule):
                 out.append((self.poolers[k - 1](windows.transpose(-1, -2)), valid))  # (B, T, C, D)
         return out
 
+    def target_vectors(self, target_ids, T: int, embedding):
+        """[(target (B, T, C, D), valid (B, T))] for each chunk k = 1..P: a vector per chunk that a prediction's
+        cosine is measured against (scoring.score_windows). For the vector losses these are `targets`. For
+        fs_loss='bce', whose loss compares against a bag of tokens instead, the vector is the mean normalised
+        embedding of each sub-window's tokens: with tied weights, the direction whose logits favour exactly the
+        bag's tokens; for fs_loss='rank', the same embeddings weighed by the order target (`order_target`), the
+        sooner the heavier."""
+        if self.cfg.fs_loss not in VOCAB_FS_LOSSES:
+            return self.targets(target_ids, T, embedding)
+        H = self.cfg.lookahead
+        cols = F.pad(target_ids[:, :T + H - 1], (0, max(0, T + H - 1 - target_ids.shape[1])), value=self.pad_id)
+        out = []
+        for (first, last), c in zip(self.cfg.chunk_offsets, self.cfg.chunk_vectors):
+            ids = chunk_windows(cols, T, first, last, self.pad_id)                  # (B, T, L)
+            sub = ids.unflatten(2, (c, -1))                                         # (B, T, C, W)
+            e = F.normalize(embedding(sub).float(), dim=-1)                         # (B, T, C, W, D)
+            target = (order_target(sub)[..., None] * e).sum(3) if self.cfg.fs_loss == "rank" else e.mean(3)
+            out.append((target, chunk_valid(ids, self.eos_id, self.pad_id)))
+        return out
+
     def set_progress(self, fraction: float) -> None:
         """Tell the loss how far training is (0 = the first step, 1 = the end): the weights of a scheduled
         fs_lambda_schedule follow (`fs_weights`). Evaluation reads the same parts whatever the weights."""

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import data as data_module  # `data` is the fixtures' name for a TokenData
 import tools
 from config import TrainConfig
 
@@ -83,11 +84,11 @@ def write_raw(path, stories) -> str:
 
 @pytest.fixture
 def char_tok(tmp_path, monkeypatch):
-    """tools.TOKENIZERS_DIR pointed at a folder holding only the stand-in tokenizer `chartest`."""
+    """data.TOKENIZERS_DIR pointed at a folder holding only the stand-in tokenizer `chartest`."""
     folder = tmp_path / "tokenizers" / "chartest"
     folder.mkdir(parents=True)
     (folder / "tokenizer.py").write_text(STAND_IN)
-    monkeypatch.setattr(tools, "TOKENIZERS_DIR", str(tmp_path / "tokenizers"))
+    monkeypatch.setattr(data_module, "TOKENIZERS_DIR", str(tmp_path / "tokenizers"))
     return SimpleNamespace(tokenizer="chartest", vocab_len=CHAR_SIZE)
 
 
@@ -104,15 +105,15 @@ def tcfg(tmp_path, stories):
 
 @pytest.fixture
 def count_builds(monkeypatch):
-    """Counts the splits tokenized (calls of tools._write_split)."""
+    """Counts the splits tokenized (calls of data._write_split)."""
     calls = []
-    real = tools._write_split
+    real = data_module._write_split
 
     def counting(path, *args, **kwargs):
         calls.append(os.path.basename(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(tools, "_write_split", counting)
+    monkeypatch.setattr(data_module, "_write_split", counting)
     return calls
 
 
@@ -165,9 +166,10 @@ def test_import_datasets_with_repo_root_first_on_path(tmp_path):
         import datasets
         ds = datasets.Dataset.from_dict({{"text": ["a", "b"]}})
         assert ds["text"] == ["a", "b"] and callable(datasets.load_dataset)
+        import data
         import tools
         print("real", {real})
-        tools.TOKENIZERS_DIR = {str(tmp_path / "tokenizers")!r}
+        data.TOKENIZERS_DIR = {str(tmp_path / "tokenizers")!r}
         print("stand-in", tools.get_tokenizer("chartest", 96).vocab_len)
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=tools.REPO_DIR, capture_output=True, text=True,
@@ -198,7 +200,7 @@ def test_cache_built_once_then_reused(char_tok, tcfg, count_builds):
 def test_relative_cache_dir_is_relative_to_repo_root(char_tok, tcfg, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     rel = TrainConfig(data_path=tcfg.data_path, data_cache_dir="some/where")
-    path = tools._cache_dir(rel, tools._source(rel), {"name": "x", "vocab_len": 1})
+    path = data_module._cache_dir(rel, data_module._source(rel), {"name": "x", "vocab_len": 1})
     assert path.startswith(os.path.join(tools.REPO_DIR, "some", "where") + os.sep)
 
 
@@ -222,7 +224,7 @@ def test_rebuilt_tokenizer_gets_a_fresh_cache(char_tok, tcfg, tmp_path, monkeypa
     folder = tmp_path / "other" / "chartest"
     folder.mkdir(parents=True)
     (folder / "tokenizer.py").write_text(STAND_IN.replace('self.stoi["?"]', 'self.stoi["#"]'))
-    monkeypatch.setattr(tools, "TOKENIZERS_DIR", str(tmp_path / "other"))
+    monkeypatch.setattr(data_module, "TOKENIZERS_DIR", str(tmp_path / "other"))
     rebuilt = tools.get_data(char_tok, tcfg)
     assert rebuilt.path != base.path
     assert rebuilt.meta["tokenizer"]["fingerprint"] != base.meta["tokenizer"]["fingerprint"]
@@ -230,18 +232,18 @@ def test_rebuilt_tokenizer_gets_a_fresh_cache(char_tok, tcfg, tmp_path, monkeypa
 
 
 def test_interrupted_build_leaves_no_cache(char_tok, tcfg, monkeypatch):
-    real = tools._write_split
+    real = data_module._write_split
 
     def dies_on_val(path, *args, **kwargs):
         if path.endswith("val.bin"):
             raise KeyboardInterrupt
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(tools, "_write_split", dies_on_val)
+    monkeypatch.setattr(data_module, "_write_split", dies_on_val)
     with pytest.raises(KeyboardInterrupt):
         tools.get_data(char_tok, tcfg)
     assert os.listdir(tcfg.data_cache_dir) == []  # neither a cache nor a temp folder
-    monkeypatch.setattr(tools, "_write_split", real)
+    monkeypatch.setattr(data_module, "_write_split", real)
     data = tools.get_data(char_tok, tcfg)
     assert len(data.val) == data.meta["val"]["tokens"] > 0
 
@@ -595,7 +597,7 @@ def test_real_batches_with_model_config(real_data):
 def test_parallel_tokenizing_gives_the_ids_of_one_process(tmp_path, monkeypatch):
     """Two processes tokenize the sample's chunks (small chunks, so that both work) into the same cache layout
     and exactly the same ids and statistics as one process."""
-    monkeypatch.setattr(tools, "CHUNK_STORIES", 150)
+    monkeypatch.setattr(data_module, "CHUNK_STORIES", 150)
     mcfg = SimpleNamespace(tokenizer="bpe_v2", vocab_len=1024)
     path = write_raw(tmp_path / "stories.txt", tools.read_stories(tools.SAMPLE_PATH)[:600]) if HAVE_SAMPLE else \
         write_raw(tmp_path / "stories.txt", make_stories(600))
@@ -604,8 +606,8 @@ def test_parallel_tokenizing_gives_the_ids_of_one_process(tmp_path, monkeypatch)
     for split in tools.SPLITS:
         assert np.array_equal(one.split(split), two.split(split))
         assert {k: v for k, v in one.meta[split].items()} == {k: v for k, v in two.meta[split].items()}
-    assert tools.tokenize_workers(None, 2_000_000) == 1 and tools.tokenize_workers(3, 10) == 3
-    assert tools.tokenize_workers(None, 1 << 30) >= 1
+    assert data_module.tokenize_workers(None, 2_000_000) == 1 and data_module.tokenize_workers(3, 10) == 3
+    assert data_module.tokenize_workers(None, 1 << 30) >= 1
 
 
 def test_hub_path_tokenizes_in_parallel_with_a_local_stand_in(char_tok, tmp_path, monkeypatch):
@@ -615,7 +617,7 @@ def test_hub_path_tokenizes_in_parallel_with_a_local_stand_in(char_tok, tmp_path
     texts = {"train": make_stories(300), "validation": make_stories(40)}
     monkeypatch.setattr(datasets, "load_dataset",
                         lambda name, split=None, **kw: datasets.Dataset.from_dict({"text": texts[split]}))
-    monkeypatch.setattr(tools, "CHUNK_STORIES", 64)
+    monkeypatch.setattr(data_module, "CHUNK_STORIES", 64)
     one = tools.get_data(char_tok, TrainConfig(data_cache_dir=str(tmp_path / "one"), tokenize_workers=1))
     two = tools.get_data(char_tok, TrainConfig(data_cache_dir=str(tmp_path / "two"), tokenize_workers=2))
     for split in tools.SPLITS:

@@ -12,11 +12,15 @@ import pytest
 import torch
 from conftest import needs_sample, tiny_configs
 
-import model_comparison as mc
+import plots
+import runs as runs_module
 import tools
-import train as train_module
+import trainer
 from config import ModelConfig, TrainConfig, parse_overrides, replace
-from train import NonFiniteError, load_checkpoint, train
+from modules.model import Model
+from optimizer import WeightAverage
+from runs import load_checkpoint, write_checkpoint
+from trainer import NonFiniteError, train
 
 TIMING = {"elapsed_s", "tokens_per_s"}
 
@@ -64,7 +68,7 @@ def test_a_non_finite_loss_stops_training_at_its_step(tmp_path, data_cache_dir, 
     """The loss turns NaN at step 7: training stops there, before the optimizer step, names the step and the
     last good checkpoint; no model.pth is written and the checkpoint's weights are finite."""
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="nan", max_iters=12, eval_interval=4, checkpoint_interval=5)
-    forward, calls = train_module.Model.forward, {"n": 0}
+    forward, calls = Model.forward, {"n": 0}
 
     def poisoned(self, x, y=None, cache=None):
         logits, loss = forward(self, x, y, cache)
@@ -74,7 +78,7 @@ def test_a_non_finite_loss_stops_training_at_its_step(tmp_path, data_cache_dir, 
                 loss = loss * float("nan")
         return logits, loss
 
-    monkeypatch.setattr(train_module.Model, "forward", poisoned)
+    monkeypatch.setattr(Model, "forward", poisoned)
     with pytest.raises(NonFiniteError) as err:
         train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
     message = str(err.value)
@@ -86,7 +90,7 @@ def test_a_non_finite_loss_stops_training_at_its_step(tmp_path, data_cache_dir, 
 
 
 def test_weights_with_nan_are_never_saved(tmp_path):
-    model = train_module.Model(ModelConfig(dim=16, num_layers=2, num_q_heads=2, fs_periods=1, max_seq_len=16))
+    model = Model(ModelConfig(dim=16, num_layers=2, num_q_heads=2, fs_periods=1, max_seq_len=16))
     with torch.no_grad():
         model.embedding.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="not saving .*embedding.weight"):
@@ -96,14 +100,14 @@ def test_weights_with_nan_are_never_saved(tmp_path):
 
 def test_a_checkpoint_with_a_nan_in_its_averaged_weights_is_never_written(tmp_path):
     """The checkpoint of an --ema_decay run holds two sets of weights: a NaN in either refuses the file."""
-    model = train_module.Model(ModelConfig(dim=16, num_layers=2, num_q_heads=2, fs_periods=1, max_seq_len=16))
-    ema = train_module.WeightAverage(model, 0.9)
+    model = Model(ModelConfig(dim=16, num_layers=2, num_q_heads=2, fs_periods=1, max_seq_len=16))
+    ema = WeightAverage(model, 0.9)
     with torch.no_grad():
         ema.model.embedding.weight[0, 0] = float("nan")
     opt = torch.optim.AdamW(model.parameters())
     with pytest.raises(FloatingPointError, match="averaged weights.*embedding.weight"):
-        train_module._checkpoint(str(tmp_path), 3, model, opt, torch.Generator(), {"ema": ema.state_dict()},
-                                 model.cfg, TrainConfig(ema_decay=0.9))
+        write_checkpoint(str(tmp_path), 3, model, opt, torch.Generator(), {"ema": ema.state_dict()},
+                         model.cfg, TrainConfig(ema_decay=0.9))
     assert not os.path.exists(tmp_path / "checkpoints" / "step_000003.pt")
 
 
@@ -114,16 +118,16 @@ def test_a_checkpoint_with_a_nan_in_its_averaged_weights_is_never_written(tmp_pa
 def test_ctrl_c_checkpoints_and_resuming_gives_the_uninterrupted_log(tmp_path, data_cache_dir, monkeypatch, capsys):
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="whole", max_iters=12, eval_interval=4, dropout_rate=0.1)
     whole = train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
-    lr_at = train_module.lr_at
+    lr_at = trainer.lr_at
 
     def ctrl_c_in_step_6(step, cfg):  # Ctrl-C arrives as step 6 (index 5) begins
         if step == 5:
             signal.raise_signal(signal.SIGINT)
         return lr_at(step, cfg)
 
-    monkeypatch.setattr(train_module, "lr_at", ctrl_c_in_step_6)
+    monkeypatch.setattr(trainer, "lr_at", ctrl_c_in_step_6)
     cut = train(mcfg, replace(tcfg, model_name="cut"), trained_dir=str(tmp_path), progress=False)
-    monkeypatch.setattr(train_module, "lr_at", lr_at)
+    monkeypatch.setattr(trainer, "lr_at", lr_at)
     ckpt = os.path.join(str(tmp_path), "cut", "checkpoints", "step_000006.pt")
     assert cut.stopped_at == 6 and cut.resume_from == ckpt and os.path.isfile(ckpt)
     err = capsys.readouterr().err
@@ -146,7 +150,7 @@ def test_a_run_failing_before_its_first_step_leaves_no_folder(tmp_path, data_cac
     def fails(self, *args, **kwargs):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(train_module.Model, "forward", fails)
+    monkeypatch.setattr(Model, "forward", fails)
     with pytest.raises(RuntimeError, match="simulated"):
         train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)
     assert not os.path.exists(tmp_path / "broken")
@@ -155,7 +159,7 @@ def test_a_run_failing_before_its_first_step_leaves_no_folder(tmp_path, data_cac
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_tmp(tmp_path, monkeypatch):
-    model = train_module.Model(ModelConfig(dim=16, num_layers=2, num_q_heads=2, fs_periods=1, max_seq_len=16))
+    model = Model(ModelConfig(dim=16, num_layers=2, num_q_heads=2, fs_periods=1, max_seq_len=16))
     tools.save_model(str(tmp_path), model, model.cfg, TrainConfig())
     before = (tmp_path / "model.pth").read_bytes()
 
@@ -200,7 +204,7 @@ def test_a_resumed_run_is_only_ever_written_under_the_runs_folder(tmp_path, data
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="src", max_iters=6, eval_interval=2, checkpoint_interval=2)
     train(mcfg, tcfg, trained_dir=str(runs), progress=False)
     ckpt = runs / "src" / "checkpoints" / "step_000002.pt"
-    monkeypatch.setattr(tools, "TRAINED_DIR", str(tmp_path / "default_runs"))  # what trained/ would be
+    monkeypatch.setattr(runs_module, "TRAINED_DIR", str(tmp_path / "default_runs"))  # what trained/ would be
     in_repo = os.path.join(tools.REPO_DIR, f"stray_checkpoint_{os.getpid()}.pt")
     parent_before = sorted(os.listdir(os.path.dirname(tools.REPO_DIR)))
     shutil.copy(ckpt, in_repo)
@@ -253,7 +257,7 @@ def test_plots_never_overwrite_what_they_did_not_write(run_copy, tmp_path):
     for _ in range(2):
         r = run_script("model_comparison.py", name, f"--trained_dir={root}", f"--out={png}", "--num_sequences=0")
         assert r.returncode == 0, r.stderr
-    assert mc.PLOT_MARK.encode() in png.read_bytes()[:4096]
+    assert plots.PLOT_MARK.encode() in png.read_bytes()[:4096]
 
 
 # ---------------------------------------------------------------- broken or mismatched files
@@ -270,7 +274,7 @@ def test_truncated_or_foreign_model_file(run_copy):
         r = run_script("inference.py", name, f"--trained_dir={root}", "--max_len=2")
         one_clear_line(r, "model.pth", "truncated")
     open(weights, "wb").write(data)
-    other = train_module.Model(replace(tools.load_configs(name, root)[0], dim=48))  # another configuration
+    other = Model(replace(tools.load_configs(name, root)[0], dim=48))  # another configuration
     torch.save(other.state_dict(), weights)
     with pytest.raises(ValueError, match=r"weights of another configuration.*sizes differ .*embedding.weight "
                                          r"\(1027, 48\) vs \(1027, 32\)"):
@@ -284,7 +288,7 @@ def test_missing_or_invalid_config_files(run_copy):
     cases = [("{ not json", "is not valid JSON"), ("[1, 2]", "not an object"),
              (json.dumps({**json.loads(good), "dimm": 3}), "unknown ModelConfig fields \\['dimm'\\]"),
              (json.dumps({**json.loads(good), "dim": "wide"}), "dim='wide' is not allowed"),
-             (" " * (tools.MAX_CONFIG_BYTES + 1), "more than the")]
+             (" " * (runs_module.MAX_CONFIG_BYTES + 1), "more than the")]
     for text, message in cases:
         open(cfg, "w").write(text)
         with pytest.raises(ValueError, match=message):

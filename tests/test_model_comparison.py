@@ -12,7 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import compare
 import model_comparison as mc
+import scoring
+import stats
 import tools
 from config import ModelConfig, TrainConfig
 from modules.model import Model
@@ -357,13 +360,13 @@ def test_compare_paired_pairs_seeds_by_their_recorded_seed(seed_runs, monkeypatc
     """paired=True hands stats.seed_paired_interval seed k of each side in the same row, whatever order the
     groups list their runs in, and refuses groups whose seeds differ."""
     seen = []
-    real = mc.stats.seed_paired_interval
+    real = stats.seed_paired_interval
 
     def spy(nll_a, nll_b, counts, *args):
         seen.append((nll_a.sum(1) / counts.sum(), nll_b.sum(1) / counts.sum()))
         return real(nll_a, nll_b, counts, *args)
 
-    monkeypatch.setattr(mc.stats, "seed_paired_interval", spy)
+    monkeypatch.setattr(stats, "seed_paired_interval", spy)
     runs = ["tb_s0", "tb_s1", "tf_s0", "tf_s1"]
     ev = mc.evaluate(runs, trained_dir=seed_runs)["ntp_loss"]
     tables = [mc.compare(runs, "a", {"a": a, "b": b}, seed_runs, paired=True)
@@ -389,7 +392,7 @@ def test_compare_paired_pairs_seeds_by_their_recorded_seed(seed_runs, monkeypatc
     assert "windows and seeds, paired" in r.stdout and "2 seed pairs" in r.stdout
     r = run_cli("tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1", "--paired", f"--trained_dir={seed_runs}",
                 "--num_sequences=0", f"--out={tmp_path / 'c.png'}")
-    assert r.returncode == 1 and "pairing needs the same seeds" in r.stderr
+    assert r.returncode == 2 and "pairing needs the same seeds" in r.stderr
 
 
 def test_compare_counts_runs_of_one_seed_once(seed_runs):
@@ -425,7 +428,8 @@ def test_window_scores_are_cached_in_the_run_folder(seed_runs, monkeypatch):
     first = mc.evaluate(["tb_s0"], trained_dir=seed_runs)
     cached = os.listdir(os.path.join(seed_runs, "tb_s0", "scores"))
     assert len(cached) >= 1 and all(f.endswith(".npz") for f in cached)
-    monkeypatch.setattr(mc, "score_windows", lambda *a, **k: pytest.fail("scored again instead of reading the cache"))
+    monkeypatch.setattr(scoring, "score_windows",
+                        lambda *a, **k: pytest.fail("scored again instead of reading the cache"))
     again = mc.evaluate(["tb_s0"], trained_dir=seed_runs)
     pd.testing.assert_frame_equal(first, again)
 
@@ -520,13 +524,13 @@ def test_verdict_says_when_it_leaves_seed_noise_out():
     """A resolved difference between two single runs is marked "(windows only)"; with seeds in the interval it is
     plain better / worse; an interval holding 0 is "not resolved" either way."""
     seeds, windows = "windows and seeds", "windows only"
-    assert mc._verdict({"lo": -0.3, "hi": -0.1, "covers": seeds}) == "better"
-    assert mc._verdict({"lo": 0.1, "hi": 0.3, "covers": seeds}) == "worse"
-    assert mc._verdict({"lo": -0.3, "hi": -0.1, "covers": windows}) == "better (windows only)"
-    assert mc._verdict({"lo": 0.1, "hi": 0.3, "covers": windows}) == "worse (windows only)"
+    assert compare._verdict({"lo": -0.3, "hi": -0.1, "covers": seeds}) == "better"
+    assert compare._verdict({"lo": 0.1, "hi": 0.3, "covers": seeds}) == "worse"
+    assert compare._verdict({"lo": -0.3, "hi": -0.1, "covers": windows}) == "better (windows only)"
+    assert compare._verdict({"lo": 0.1, "hi": 0.3, "covers": windows}) == "worse (windows only)"
     for covers in (seeds, windows):
-        assert mc._verdict({"lo": -0.1, "hi": 0.1, "covers": covers}) == "not resolved"
-        assert mc._verdict({"lo": 0.0, "hi": 0.2, "covers": covers}) == "not resolved"
+        assert compare._verdict({"lo": -0.1, "hi": 0.1, "covers": covers}) == "not resolved"
+        assert compare._verdict({"lo": 0.0, "hi": 0.2, "covers": covers}) == "not resolved"
 
 
 # ---------------------------------------------------------------- along training
@@ -560,4 +564,4 @@ def test_checkpoint_scores_follow_training_on_the_whole_split(tmp_path, data_cac
     assert r.returncode == 0, r.stderr
     assert "| run | step | weights | ntp_loss | bpb |" in r.stdout and "| te | 10 | last |" in r.stdout and png_ok(png)
     r = run_cli("te_last", "--checkpoints", f"--trained_dir={tmp_path}", f"--out={png}")
-    assert r.returncode == 1 and "no checkpoints to score" in r.stderr
+    assert r.returncode == 2 and "no checkpoints to score" in r.stderr

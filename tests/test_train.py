@@ -13,22 +13,14 @@ import pytest
 import torch
 from conftest import TINY_MODEL, needs_sample, tiny_configs
 
+import hardware
 import tools
 from config import ModelConfig, TrainConfig, parse_overrides, replace
 from modules.flops import flops_per_token
 from modules.model import Model
-from train import (
-    Run,
-    load_checkpoint,
-    log_columns,
-    lr_at,
-    lr_schedule,
-    match_flops,
-    run_flops,
-    save_run,
-    train,
-    train_seeds,
-)
+from optimizer import lr_at, lr_schedule
+from runs import Run, load_checkpoint, log_columns, run_flops, save_run
+from train import match_flops, train, train_seeds
 
 # ---------------------------------------------------------------- learning-rate schedule
 
@@ -152,7 +144,7 @@ def test_tiny_run_learns_and_writes_its_folder(tiny_runs):
 
 @needs_sample
 def test_saved_run_reloads_to_identical_logits_and_the_last_row_recomputes(tiny_runs):
-    from train import evaluate_split
+    from scoring import evaluate_split
 
     run = tiny_runs["tiny_ff"]
     model, tok, mcfg = tools.load_model("tiny_ff", tiny_runs["trained_dir"])
@@ -230,14 +222,14 @@ def test_resume_from_a_checkpoint_gives_the_same_run(data_cache_dir, tmp_path):
 
 
 def test_precision_is_chosen_by_the_device_and_its_bf16_units(monkeypatch):
-    monkeypatch.setattr(tools, "cpu_bf16_units", lambda: "AMX-BF16")
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda: "AMX-BF16")
     assert tools.pick_precision("auto", "cpu") == ("bf16", "the CPU has AMX-BF16 units")
     assert tools.pick_precision(None, "cpu")[0] == "fp32"  # the older rule: bf16 on CUDA only
     assert tools.pick_precision("fp32", "cpu")[0] == "fp32" and tools.pick_precision("bf16", "cpu")[0] == "bf16"
     assert tools.pick_precision("auto", "mps")[0] == "fp32"
     with pytest.raises(ValueError, match="not allowed on MPS"):
         tools.pick_precision("bf16", "mps")
-    monkeypatch.setattr(tools, "cpu_bf16_units", lambda: None)
+    monkeypatch.setattr(hardware, "cpu_bf16_units", lambda: None)
     assert tools.pick_precision("auto", "cpu") == ("fp32", "the CPU has no bf16 units")
     assert "emulated" in tools.pick_precision("bf16", "cpu")[1]
     with pytest.raises(ValueError, match="precision='fp16' is not allowed"):
@@ -292,7 +284,7 @@ def test_cli_trains_and_saves(tmp_path, data_cache_dir):
 def test_the_weight_average_is_the_normalized_exponential_average_of_the_steps_weights():
     """After n steps: sum_k d**(n-k) w_k / sum_k d**(n-k) over the weights after each step (the initial ones
     left out); the schedule's buffer is copied; the model it averages is untouched."""
-    from train import WeightAverage
+    from optimizer import WeightAverage
 
     torch.manual_seed(0)
     model = Model(ModelConfig(**{**TINY_MODEL, "fs_periods": 2, "fs_lambda_schedule": "decay"}))
@@ -319,7 +311,7 @@ def test_an_averaged_run_trains_the_same_and_logs_saves_and_resumes_its_average(
     """ema_decay changes what is evaluated and saved, not the training: the same gradient norms as without it,
     other validation losses; model.pth holds the average, which recomputes the last row; a resumed run ends on
     the same average as the straight one."""
-    from train import evaluate_split
+    from scoring import evaluate_split
 
     mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=1, dropout_rate=0.1, max_iters=20, eval_interval=5,
                               checkpoint_interval=10, model_name="plain")
@@ -352,7 +344,7 @@ def test_an_averaged_run_can_keep_its_last_weights_as_the_plain_run_of_the_same_
     """ema_save_last writes the last weights as the twin NAME_last: the run the command without ema_decay gives
     (same log but for the timing columns, the same model.pth, bitwise on CPU), while NAME keeps the average;
     it survives a resume, folds seed groups into G_last, and a taken twin name is refused before training."""
-    from train import last_weights_config
+    from runs import last_weights_config
 
     mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=1, dropout_rate=0.1, max_iters=20, eval_interval=5,
                               checkpoint_interval=10, model_name="plain")
@@ -479,7 +471,7 @@ def test_a_scheduled_future_sight_weight_follows_the_run_and_the_log_keeps_the_p
 
 
 def test_compile_is_automatic_for_long_runs_on_cpu_and_cuda():
-    from train import AUTO_COMPILE_STEPS, will_compile
+    from trainer import AUTO_COMPILE_STEPS, will_compile
 
     long, short = TrainConfig(max_iters=AUTO_COMPILE_STEPS), TrainConfig(max_iters=AUTO_COMPILE_STEPS - 1)
     assert will_compile(long, "cpu") and will_compile(long, "cuda") and not will_compile(long, "mps")
@@ -489,8 +481,6 @@ def test_compile_is_automatic_for_long_runs_on_cpu_and_cuda():
 
 @needs_sample
 def test_a_failing_compile_falls_back_to_eager_with_the_same_numbers(tmp_path, data_cache_dir, monkeypatch):
-    import train as train_module
-
     mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=6, eval_interval=3, dropout_rate=0.1)
     eager = train(mcfg, replace(tcfg, compile=False), save=False, progress=False)
 
@@ -499,7 +489,7 @@ def test_a_failing_compile_falls_back_to_eager_with_the_same_numbers(tmp_path, d
             raise RuntimeError("no C++ compiler (simulated)")
         return fails
 
-    monkeypatch.setattr(train_module.torch, "compile", broken_compile)
+    monkeypatch.setattr(torch, "compile", broken_compile)
     with pytest.warns(UserWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
         fallen = train(mcfg, replace(tcfg, compile=True), save=False, progress=False)
     for a, b in zip(fallen.log, eager.log, strict=True):
@@ -507,17 +497,25 @@ def test_a_failing_compile_falls_back_to_eager_with_the_same_numbers(tmp_path, d
             k: v for k, v in b.items() if k not in ("elapsed_s", "tokens_per_s")}
 
 
+@pytest.fixture
+def no_fx_graph_cache():
+    """Inductor's graph cache off, through its own config.patch (a monkeypatched config entry is left hidden after
+    the test, and a later compile in the same session then fails to read it)."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(fx_graph_cache=False):
+        yield
+
+
 @needs_sample
-def test_compiled_training_matches_eager(data_cache_dir, capsys, monkeypatch):
+def test_compiled_training_matches_eager(data_cache_dir, capsys, monkeypatch, no_fx_graph_cache):
     """A real compile (tens of seconds): with dropout off, compiled and eager training give the same losses to
     float tolerance, a scheduled future-sight weight included (the compiled step reads the loss's weight buffer,
     which set_progress changes every step, not a value baked in when it compiled); the start-up lines say it
-    compiled and how long the first step took, and inductor's FutureWarnings do not break into them."""
+    compiled and how long the first step took, and inductor's FutureWarnings do not break into them. The graph cache
+    is off (no_fx_graph_cache): the graphs are really lowered, where inductor warns."""
     import warnings
 
-    import torch._inductor.config as inductor_config
-
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # really lower the graphs, where it warns
     mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=3, eval_interval=3, dropout_rate=0.0, num_layers=3,
                               fs_periods=1, dim=16, fs_lambda_schedule="decay", fs_loss_lambda=1.0)
     eager = train(mcfg, replace(tcfg, compile=False), save=False, progress=False)

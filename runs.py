@@ -1,0 +1,600 @@
+"""The run folder, trained/<name>/: creating, reserving, logging, checkpointing, saving, loading and naming runs,
+and the per-window scores cached beside them. Every file a run writes or reads goes through here.
+
+    model.pth            the state dict (load with weights_only=True: plain tensors, no pickled code)
+    model_config.json    every ModelConfig field, derived ones included
+    train_config.json    every TrainConfig field
+    log_data.csv         one row per evaluation, columns `log_columns(model_cfg)`
+    checkpoints/         periodic checkpoints, step_<step>.pt (git-ignored)
+    scores/              per-window validation scores (`cached_scores`; git-ignored unless committed with the run)
+
+The format is described in docs/design.md §7.
+"""
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from config import VOCAB_FS_LOSSES, ModelConfig, TrainConfig, replace, to_dict
+from data import SPLITS, get_tokenizer
+from hardware import pick_device
+from modules.flops import flops_per_token
+from modules.model import Model
+
+REPO_DIR = os.path.dirname(os.path.abspath(__file__))
+
+TRAINED_DIR = os.path.join(REPO_DIR, "trained")
+RUN_FILES = ("model.pth", "model_config.json", "train_config.json", "log_data.csv")
+
+
+def runs_folder(trained_dir: str | None = None) -> str:
+    """The folder of run folders: `trained_dir`, or by default the repository's trained/."""
+    return trained_dir or TRAINED_DIR
+
+
+def list_runs(trained_dir: str | None = None) -> list[str]:
+    """Names of the run folders in `trained_dir` (default trained/) that hold a model, sorted."""
+    root = runs_folder(trained_dir)
+    if not os.path.isdir(root):
+        return []
+    return sorted(d for d in os.listdir(root)
+                  if os.path.isfile(os.path.join(root, d, "model_config.json"))
+                  and os.path.isfile(os.path.join(root, d, "model.pth")))
+
+
+def run_path(name: str, trained_dir: str | None = None) -> str:
+    """The folder of run `name` (or `name` itself when it is a path to a run folder); a missing run
+    is a FileNotFoundError that lists the runs there and the near matches."""
+    import difflib
+
+    if os.path.isfile(os.path.join(name, "model_config.json")):
+        return name
+    root = runs_folder(trained_dir)
+    path = os.path.join(root, name)
+    if os.path.isfile(os.path.join(path, "model_config.json")):
+        return path
+    runs = list_runs(root)
+    near = difflib.get_close_matches(name, runs, n=3, cutoff=0.4)
+    hint = f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    raise FileNotFoundError(f"no trained model {name!r} in {root}.{hint} Runs there: {runs or 'none yet'}")
+
+
+def replace_atomically(path: str, write) -> None:
+    """Write a file through `write(tmp_path)` and move it into place, so that an interrupted write leaves the
+    old file (or none), never a half-written one; the temporary file is removed whatever happens."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def cpu_state(model) -> dict:
+    """A model's weights and buffers as detached CPU tensors, ready for torch.save (a compiled model's plain ones)."""
+    model = getattr(model, "_orig_mod", model)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def check_finite(state: dict, what: str) -> None:
+    """Refuse to save weights that are not all finite: a NaN written to disk is a run lost."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(f"not saving {what}: {len(bad)} tensor(s) hold NaN or infinite values "
+                                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+
+
+def save_configs(path: str, mcfg, tcfg) -> None:
+    """Write model_config.json and train_config.json into the run folder `path` (created if needed)."""
+    from config import to_dict
+
+    os.makedirs(path, exist_ok=True)
+    for fname, cfg in (("model_config.json", mcfg), ("train_config.json", tcfg)):
+        replace_atomically(os.path.join(path, fname), lambda tmp, cfg=cfg: write_text(tmp, json.dumps(
+            to_dict(cfg), indent=2) + "\n"))
+
+
+def save_model(path: str, model, mcfg, tcfg) -> None:
+    """Write model.pth and both configs into the run folder `path` (created if needed); weights that are not
+    all finite are refused (FloatingPointError) and nothing is written."""
+    state = cpu_state(model)
+    check_finite(state, os.path.join(path, "model.pth"))
+    save_configs(path, mcfg, tcfg)
+    replace_atomically(os.path.join(path, "model.pth"), lambda tmp: torch.save(state, tmp))
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; anything larger is not one
+
+
+def read_json(path: str, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> dict:
+    """A JSON object from a file, checked before anything is built from it: present, at most max_bytes,
+    valid JSON, an object. Every failure is a ValueError (FileNotFoundError if missing) naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: a run folder needs its {what}")
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ValueError(f"{path} is {size:,} bytes, more than the {max_bytes:,} a {what} can be: not a {what}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text: not a {what}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
+                         f"a damaged {what}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object: not a {what}")
+    return value
+
+
+def load_configs(name: str, trained_dir: str | None = None):
+    """(ModelConfig, TrainConfig) of a saved run; a missing, damaged or invalid config file is an error that
+    names the file."""
+    from config import ModelConfig, TrainConfig, from_dict
+
+    path = run_path(name, trained_dir)
+    out = []
+    for fname, cls in (("model_config.json", ModelConfig), ("train_config.json", TrainConfig)):
+        file = os.path.join(path, fname)
+        values = read_json(file, f"{cls.__name__} ({fname})")
+        try:
+            out.append(from_dict(cls, values))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{file}: {e}") from None
+    return tuple(out)
+
+
+def load_model(name: str, trained_dir: str | None = None, device: str = "cpu"):
+    """(model, tokenizer, model_config) of the run trained/<name>/ (or a run folder's path), in eval mode
+    on `device`. The weights load with weights_only=True: a state dict of tensors, no pickled code."""
+    from modules.model import Model
+
+    path = run_path(name, trained_dir)
+    mcfg, _ = load_configs(path)
+    model = Model(mcfg)
+    file = os.path.join(path, "model.pth")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{file} is missing: the run has no saved weights (did it finish?)")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, pickled code: torch raises several kinds
+        raise ValueError(f"{file} is not a readable model file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "it may be truncated or damaged: train the run again or restore the file") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{file} is not a state dict of tensors")
+    check_weights(state, model.state_dict(), file)
+    model.load_state_dict(state)
+    model.to(pick_device(device)).eval()
+    return model, get_tokenizer(mcfg.tokenizer, mcfg.vocab_len), mcfg
+
+
+def check_weights(saved: dict, expected: dict, file: str) -> None:
+    """Saved weights must fit the model their config builds: a ValueError that says which sizes differ."""
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in saved and saved[k].shape != v.shape]
+    if missing or extra or shapes:
+        parts = ([f"sizes differ (saved vs config): {'; '.join(shapes[:3])}{'; ...' if len(shapes) > 3 else ''}"]
+                 if shapes else [])
+        parts += [f"{len(missing)} weight(s) missing (e.g. {missing[0]})"] if missing else []
+        parts += [f"{len(extra)} unexpected (e.g. {extra[0]})"] if extra else []
+        raise ValueError(f"{file} holds the weights of another configuration than its model_config.json: "
+                         + ", ".join(parts))
+
+
+LOG_REQUIRED = ("step", "tokens", "full_val", "val_ntp_loss", "val_bpb")
+
+
+def read_log(name: str, trained_dir: str | None = None):
+    """The run's log_data.csv as a pandas DataFrame (one row per evaluation). A log that cannot be read, lacks
+    the columns every log has, or holds something other than numbers is a ValueError naming the file."""
+    import pandas as pd
+
+    path = os.path.join(run_path(name, trained_dir), "log_data.csv")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: the run has no training log")
+    try:
+        log = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable CSV log ({type(e).__name__}: {str(e).strip()[:120]})") from None
+    missing = [c for c in LOG_REQUIRED if c not in log.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing} every training log has: a damaged log")
+    text = [c for c in log.columns if len(log) and not pd.api.types.is_numeric_dtype(log[c])]
+    if text:
+        raise ValueError(f"{path} holds values that are not numbers in column(s) {text}: a damaged log")
+    return log
+
+
+# ---------------------------------------------------------------- writing a run
+
+
+def default_name(mcfg: ModelConfig, num_params: int) -> str:
+    """Architecture, size in millions of parameters and start time: FutureFormer_1.34m_2026-11-28_09-30."""
+    arch = "FutureFormer" if mcfg.fs_periods else "baseline"
+    return f"{arch}_{num_params / 1e6:.2f}m_{time.strftime('%Y-%m-%d_%H-%M')}"
+
+
+def log_columns(mcfg: ModelConfig) -> list[str]:
+    cols = ["step", "tokens", "flops", "global_batch", "elapsed_s", "tokens_per_s", "lr", "grad_norm", "full_val"]
+    for split in SPLITS:
+        cols += [f"{split}_{m}" for m in ("loss", "ntp_loss", "bpb", "ppl")]
+        for k in range(1, mcfg.fs_periods + 1):
+            cols.append(f"{split}_fs_loss_{k}")
+            if mcfg.fs_loss not in VOCAB_FS_LOSSES:
+                cols.append(f"{split}_fs_target_cos_{k}")
+    return cols
+
+
+def write_log(path: str, rows: list[dict], columns: list[str]) -> None:
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    replace_atomically(path, write)
+
+
+def reserve_folder(root: str, name: str | None, default: str) -> str:
+    """Create the run folder; never reuse one. A chosen name that exists is an error; the default name
+    gets a suffix instead."""
+    os.makedirs(root, exist_ok=True)
+    if name is not None:
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            raise FileExistsError(f"{path} already exists and runs are never overwritten: choose another "
+                                  "model_name (or move the old run away)")
+        os.makedirs(path)
+        return path
+    for i in range(1, 1000):
+        path = os.path.join(root, default if i == 1 else f"{default}_{i}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not find a free folder name for {default} in {root}")
+
+
+@dataclass
+class Run:
+    """What `train` returns: the trained model (on its device, in eval mode), its configs, the log rows
+    (one dict per evaluation, as in log_data.csv) and the run folder (None if not saved yet)."""
+
+    model: Model
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    log: list = field(default_factory=list)
+    path: str | None = None
+    stopped_at: int | None = None     # the last completed step, when training was interrupted (Ctrl-C)
+    resume_from: str | None = None    # the checkpoint written then
+    last: "Run | None" = None         # with ema_save_last: the last weights, as a run of their own (NAME_last)
+
+    def log_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.log, columns=log_columns(self.model_cfg))
+
+    def __repr__(self):
+        last = self.log[-1] if self.log else {}
+        val = f", val_ntp_loss={last['val_ntp_loss']:.4f}, val_bpb={last['val_bpb']:.4f}" if last else ""
+        return f"Run(path={self.path!r}, params={self.model.num_params():,}, steps={last.get('step', 0)}{val})"
+
+
+def save_run(run: Run, trained_dir: str | None = None, model_name: str | None = None) -> str:
+    """Write a run trained with save=False to trained_dir/<name>/ (never over an existing folder)."""
+    if run.path is not None:
+        raise ValueError(f"this run is already saved in {run.path}")
+    mcfg, tcfg = run.model_cfg, run.train_cfg
+    name = model_name or tcfg.model_name
+    run.path = reserve_folder(runs_folder(trained_dir), name, default_name(mcfg, run.model.num_params()))
+    run.train_cfg = tcfg = replace(tcfg, model_name=os.path.basename(run.path), processes=tcfg.processes or 1)
+    save_model(run.path, run.model, mcfg, tcfg)
+    write_log(os.path.join(run.path, "log_data.csv"), run.log, log_columns(mcfg))
+    if run.last is not None and run.last.path is None:  # ema_save_last: the last weights go beside it
+        run.last.train_cfg = last_weights_config(tcfg)
+        run.last.path = reserve_folder(os.path.dirname(run.path), run.last.train_cfg.model_name, "")
+        save_model(run.last.path, run.last.model, mcfg, run.last.train_cfg)
+        write_log(os.path.join(run.last.path, "log_data.csv"), run.last.log, log_columns(mcfg))
+    return run.path
+
+
+def last_weights_config(tcfg: TrainConfig) -> TrainConfig:
+    """The TrainConfig of an averaged run's twin (ema_save_last): the run of its last weights, which is the run
+    the same command without ema_decay gives (same training, other name). Seed runs G_s<seed> of the group G
+    get G_last_s<seed> in the group G_last, so that the last weights of a seed group form a group of their own
+    for model_comparison; any other name NAME gets NAME_last. An unnamed run (save=False) has an unnamed twin,
+    named when save_run saves both."""
+    name, group = tcfg.model_name, tcfg.group
+    if name is not None and group and name == f"{group}_s{tcfg.seed}":
+        name, group = f"{group}_last_s{tcfg.seed}", f"{group}_last"
+    elif name is not None:
+        name, group = f"{name}_last", f"{group}_last" if group else None
+    return replace(tcfg, model_name=name, group=group, ema_decay=None, ema_save_last=False)
+
+
+class RunFolder:
+    """The folders a training run writes as it goes: its own, and with ema_save_last its twin's (the last weights,
+    `last_weights_config`). Without a folder (save=False, or a torchrun process other than the first) every write
+    is skipped. A folder made for a new run is removed again if the run fails before its first step (`discard`)."""
+
+    def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, path: str | None = None, last_path: str | None = None,
+                 new: bool = False):
+        self.mcfg, self.tcfg, self.path, self.last_path, self._new = mcfg, tcfg, path, last_path, new
+        self.columns = log_columns(mcfg)
+
+    @classmethod
+    def create(cls, root: str, mcfg: ModelConfig, tcfg: TrainConfig, num_params: int, processes: int) -> "RunFolder":
+        """Reserve the folder of a new run (and its twin's) under `root` and write its configs now, so that even a
+        crashed run says what it was. The config records the name it is saved under and how many processes trained
+        it (the global batch)."""
+        path = reserve_folder(root, tcfg.model_name, default_name(mcfg, num_params))
+        tcfg = replace(tcfg, model_name=os.path.basename(path), processes=processes)
+        last_path = None
+        if tcfg.ema_save_last:
+            try:
+                last_path = reserve_folder(root, last_weights_config(tcfg).model_name, "")
+            except FileExistsError:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
+            save_configs(last_path, mcfg, last_weights_config(tcfg))
+        save_configs(path, mcfg, tcfg)
+        return cls(mcfg, tcfg, path, last_path, new=True)
+
+    @classmethod
+    def resumed(cls, resume: str, ckpt: dict, mcfg: ModelConfig, tcfg: TrainConfig, trained_dir: str | None,
+                log: list, last_log: list) -> "RunFolder":
+        """The folder a resumed run goes on in (`resume_folder`), with its configs and its log up to the
+        checkpoint; the twin's folder goes beside it, and follows it to NAME_from_<step>."""
+        given = tcfg.model_name
+        path, tcfg = resume_folder(resume, ckpt, tcfg, trained_dir)
+        if not os.path.isfile(os.path.join(path, "train_config.json")) or tcfg.model_name != given:
+            save_configs(path, mcfg, tcfg)
+        last_path = None
+        if tcfg.ema_save_last:
+            last_path = os.path.join(os.path.dirname(path), last_weights_config(tcfg).model_name)
+            save_configs(last_path, mcfg, last_weights_config(tcfg))
+        folder = cls(mcfg, tcfg, path, last_path)
+        folder.write_logs(log, last_log)
+        return folder
+
+    def started(self) -> None:
+        """The run took its first step: from now on its folders stay, whatever happens."""
+        self._new = False
+
+    def discard(self) -> None:
+        """Remove the folders of a new run that never took a step (nothing of it is lost)."""
+        for p in (self.path, self.last_path) if self._new else ():
+            if p:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def write_logs(self, log: list, last_log: list) -> None:
+        """log_data.csv of the run (and of its twin), each written whole and atomically."""
+        if self.path and log:
+            write_log(os.path.join(self.path, "log_data.csv"), log, self.columns)
+        if self.last_path and last_log:
+            write_log(os.path.join(self.last_path, "log_data.csv"), last_log, self.columns)
+
+    def checkpoint(self, step: int, model, opt, gen, state: dict) -> str | None:
+        """checkpoints/step_<step>.pt in the run's folder (`write_checkpoint`); its path, or None without a folder."""
+        return write_checkpoint(self.path, step, model, opt, gen, state, self.mcfg, self.tcfg) if self.path else None
+
+    def last_checkpoint(self) -> str | None:
+        return last_checkpoint(self.path)
+
+    def save(self, model, last_model, log: list, last_log: list) -> None:
+        """The finished run: model.pth, both configs and the whole log (and the twin's, with the last weights)."""
+        if self.path:
+            save_model(self.path, model, self.mcfg, self.tcfg)
+        if self.last_path:
+            save_model(self.last_path, last_model, self.mcfg, last_weights_config(self.tcfg))
+        self.write_logs(log, last_log)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def write_checkpoint(path: str, step: int, model, opt, gen, state: dict, mcfg, tcfg) -> str:
+    folder = os.path.join(path, "checkpoints")
+    os.makedirs(folder, exist_ok=True)
+    file = os.path.join(folder, f"step_{step:06d}.pt")
+    weights = cpu_state(model)
+    check_finite(weights, f"the checkpoint {file}")
+    if "ema" in state:
+        check_finite(state["ema"]["weights"], f"the checkpoint {file} (its averaged weights)")
+    ckpt = {"step": step, "model": weights,
+            "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "batch_rng": gen.get_state(),
+            "model_config": to_dict(mcfg), "train_config": to_dict(tcfg), **state}
+    if torch.cuda.is_available():
+        ckpt["cuda_rng"] = torch.cuda.get_rng_state_all()
+    replace_atomically(file, lambda tmp: torch.save(ckpt, tmp))
+    return file
+
+
+def checkpoint_files(path: str | None) -> list[str]:
+    """The checkpoints train() wrote in the run folder `path` (checkpoints/step_*.pt), oldest first."""
+    folder = os.path.join(path, "checkpoints") if path else None
+    if not folder or not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if re.fullmatch(r"step_\d+\.pt", f)]
+
+
+def last_checkpoint(path: str | None) -> str | None:
+    files = checkpoint_files(path)
+    return files[-1] if files else None
+
+
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint written by train(): plain tensors, numbers and dicts, loaded with weights_only=True."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a checkpoint at all
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120]}); it may be truncated: resume from an earlier one") from None
+    missing = [k for k in ("step", "model", "optimizer", "model_config", "train_config", "log") if k not in ckpt]
+    if not isinstance(ckpt, dict) or missing:
+        raise ValueError(f"{path} is not a checkpoint written by train.py (missing {missing})")
+    return ckpt
+
+
+def checkpoint_owner(resume: str, ckpt: dict) -> str | None:
+    """The run folder that owns the checkpoint file `resume`: the folder F of F/checkpoints/step_*.pt, when F's own
+    model_config.json and train_config.json are the checkpoint's configs; else None (a checkpoint copied elsewhere,
+    or put into another run's folder)."""
+    file = os.path.realpath(resume)
+    folder = os.path.dirname(os.path.dirname(file))
+    if os.path.basename(os.path.dirname(file)) != "checkpoints" or not re.fullmatch(r"step_\d+\.pt",
+                                                                                   os.path.basename(file)):
+        return None
+    for fname, key in (("model_config.json", "model_config"), ("train_config.json", "train_config")):
+        try:
+            if read_json(os.path.join(folder, fname), fname) != ckpt[key]:
+                return None
+        except (OSError, ValueError):
+            return None
+    return folder
+
+
+def resume_folder(resume: str, ckpt: dict, tcfg: TrainConfig, trained_dir: str | None) -> tuple[str, TrainConfig]:
+    """Where a resumed run continues, always a folder directly under the runs folder: `trained_dir` if given, else
+    the folder of the run that owns the checkpoint (`checkpoint_owner`), else trained/. In the owner's own folder
+    when it is there and nothing would be lost; otherwise in a new folder NAME_from_<step> under the runs folder,
+    and a line says why. Nothing is ever written beside a checkpoint that no run folder owns. A folder whose run
+    finished (model.pth), or whose log_data.csv runs past the checkpoint's step (a later crash, or resuming an
+    earlier checkpoint), is kept as it is."""
+    owner = checkpoint_owner(resume, ckpt)
+    root = os.path.realpath(trained_dir or (os.path.dirname(owner) if owner else runs_folder()))
+    if owner is not None and os.path.dirname(owner) == root:
+        logged = 0
+        log_file = os.path.join(owner, "log_data.csv")
+        if os.path.isfile(log_file):
+            with open(log_file, newline="") as f:
+                steps = [int(float(r["step"])) for r in csv.DictReader(f) if r.get("step")]
+            logged = max(steps, default=0)
+        finished = os.path.isfile(os.path.join(owner, "model.pth"))
+        if not finished and logged <= ckpt["step"]:
+            return owner, tcfg
+        why = (f"{owner} {'finished' if finished else f'has logged up to step {logged}'}, past the checkpoint's step "
+               f"{ckpt['step']}: it is left as it is")
+    elif owner is not None:
+        why = f"the checkpoint's run folder {owner} is not in the runs folder {root}"
+    elif os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(resume))), "train_config.json")):
+        why = (f"{resume} is not a checkpoint of the run whose folder it lies in (the configs differ): that run "
+               "is left as it is")
+    else:
+        why = f"{resume} does not lie in the checkpoints/ of the run folder whose configs it holds"
+    name = f"{tcfg.model_name or 'resumed'}_from_{ckpt['step']}"
+    new = reserve_folder(root, None, name)
+    print(f"{why}; the run continues in {new}", file=sys.stderr)
+    return new, replace(tcfg, model_name=os.path.basename(new))
+
+
+# ---------------------------------------------------------------- naming runs, their FLOPs, their scores
+
+
+SEED_SUFFIX = re.compile(r"^(?P<group>.+)_s\d+$")  # NAME_s0, NAME_s1, ...: seeds of one configuration
+
+
+def seed_names(base: str, seeds: list[int]) -> list[str]:
+    return [f"{base}_s{seed}" for seed in seeds]
+
+
+def run_flops(name: str, trained_dir: str | None = None) -> float:
+    """The training FLOPs of a saved run: its log's last `flops`, or (for logs that predate the column) its
+    training tokens x flops_per_token of its config."""
+    log = read_log(name, trained_dir)
+    if log.empty:
+        raise ValueError(f"run {name!r} has an empty log_data.csv: it never reached an evaluation")
+    last = log.iloc[-1]
+    if "flops" in log.columns:
+        return float(last["flops"])
+    return float(last["tokens"]) * flops_per_token(load_configs(name, trained_dir)[0])
+
+
+def resolve_names(names=None, trained_dir: str | None = None) -> list[str]:
+    """`names` as a list (one name is fine); None or empty = every run in `trained_dir` (default trained/).
+    A missing run is run_path's FileNotFoundError (it lists the runs there and near matches); no runs
+    at all is a FileNotFoundError that says so."""
+    if isinstance(names, str):
+        names = [names]
+    names = list(names or [])
+    if not names:
+        names = list_runs(trained_dir)
+        if not names:
+            raise FileNotFoundError(f"no trained runs in {runs_folder(trained_dir)}: train one first "
+                                    "(train.ipynb, or python train.py --data_path=...)")
+    for name in names:
+        run_path(name, trained_dir)
+    return names
+
+
+SCORES_VERSION = 1  # bump when score_windows changes what it stores: cached scores are then recomputed
+
+
+def file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class NoWeights:
+    """A run committed without its model.pth: its config, and scores cached in its folder (see cached_scores)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+
+def cached_scores(name, trained_dir, model, inputs, targets, topk, score) -> dict:
+    """The per-window scores of a saved run, `score()` (scoring.score_windows on these windows), kept in
+    <run>/scores/ (git-ignored unless committed with the run): one file per set of windows (a hash of their tokens,
+    which fixes the validation text, tokenizer, window length and selection) and topk, holding the hash of the
+    model.pth it scored. Scoring twenty runs again costs nothing; a retrained run (another model.pth) is scored
+    afresh; and a run committed with its scores but without its weights (to keep a clone small) is compared from
+    its scores alone (model: a NoWeights)."""
+    run = run_path(name, trained_dir)
+    folder = os.path.join(run, "scores")
+    key = hashlib.sha256(json.dumps([SCORES_VERSION, hashlib.sha256(inputs.numpy().tobytes()).hexdigest(),
+                                     hashlib.sha256(targets.numpy().tobytes()).hexdigest(),
+                                     list(topk)]).encode()).hexdigest()[:20]
+    path = os.path.join(folder, f"{key}.npz")
+    weights = os.path.join(run, "model.pth")
+    current = file_hash(weights) if os.path.isfile(weights) else None
+    if os.path.isfile(path):
+        try:
+            with np.load(path) as f:
+                scored = str(f["weights_sha256"]) if "weights_sha256" in f.files else ""
+                cached = {k: f[k] if f[k].ndim else float(f[k]) for k in f.files if k != "weights_sha256"}
+            if current is None or scored == current:
+                return cached
+        except (OSError, ValueError, EOFError):  # unreadable (e.g. cut short): score again and replace it
+            pass
+    if isinstance(model, NoWeights):
+        raise FileNotFoundError(f"{name} has no model.pth and no scores for these windows in {folder}: compare it "
+                                "on the windows it was scored on (its own validation text), or restore its weights")
+    scores = score()
+    os.makedirs(folder, exist_ok=True)
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, weights_sha256=current, **scores)
+    replace_atomically(path, write)
+    return scores
