@@ -1,63 +1,48 @@
 """The committed runs in trained/ can be trusted: each one loads, its configs round-trip, its validation
 bits per byte recomputed from the saved weights on the held-out sample stories matches what its
-log_data.csv reports, trained/README.md's table of the logs is the logs' numbers, and every interval the
-README's Results show is what model_comparison.compare computes on the official validation text."""
+log_data.csv reports, the logged figures of trained/results.json are the logs' numbers, and every interval table
+there is what model_comparison.compare computes on the official validation text. The figures live in that data file,
+not in prose: the pages that show a table (README.md, trained/README.md, experiments/) are checked to hold the very
+same table, wherever it stands on the page."""
 
 import dataclasses
 import json
 import os
-import re
 
 import pytest
+import results_tables
 from conftest import needs_sample
 
 import tools
 from config import ModelConfig, TrainConfig, from_dict, replace, to_dict
 
-README = os.path.join(tools.REPO_DIR, "README.md")
-TRAINED_README = os.path.join(tools.TRAINED_DIR, "README.md")
-README_GROUPS = {"baselines": ["baseline", "baseline_seed1"]}  # the --group of the README's second table
-
-
-def _tables(path: str, section: str) -> list[list[list[str]]]:
-    """The markdown tables of the section headed `section` (a "## " heading) of a file: each a list of rows, each a
-    list of cells (the header first, then the rule)."""
-    text = open(path, encoding="utf-8").read()
-    m = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
-    assert m, f"{path} has no '## {section}' section"
-    tables, current = [], []
-    for line in m.group(1).splitlines() + [""]:
-        if line.startswith("|"):
-            current.append([c.strip() for c in line.strip().strip("|").split("|")])
-        elif current:
-            tables.append(current)
-            current = []
-    return [t for t in tables if len(t) > 2]
+RESULTS = results_tables.load()
 
 
 def _committed_runs() -> list[str]:
-    """The runs trained/README.md lists as committed (its table "| run | what it is | options |"): the suite checks
-    these, never whatever else a user has trained into trained/."""
-    tables = [t for t in _tables(TRAINED_README, "The committed runs") if t[0][0] == "run"]
-    assert tables, "trained/README.md lists no committed runs"
-    return [cells[0].strip("`") for cells in tables[0][2:]]
+    """The runs trained/results.json lists as committed (shown in trained/README.md): the suite checks these, never
+    whatever else a user has trained into trained/."""
+    runs = [row[0] for row in RESULTS["committed_runs"]["rows"]]
+    assert runs, "trained/results.json lists no committed runs"
+    return runs
 
 
 RUNS = _committed_runs()
 
 
 def _results_rows() -> dict:
-    """{run name: {column: cell}} from every table with a val_bpb column in trained/README.md's section on the
-    runs as logged (the first cell of a row is the run's name)."""
+    """{run name: {column: cell}} from every logged table of trained/results.json with a val_bpb column (the first
+    cell of a row is the run's name)."""
     rows = {}
-    for head, _rule, *body in _tables(TRAINED_README, "The runs as logged: the sample's 116 held-out stories"):
+    for table in RESULTS["logged"]:
+        head = table["columns"]
         if "val_bpb" in head:
-            rows.update({cells[0].strip("`"): dict(zip(head, cells)) for cells in body})
+            rows.update({cells[0]: dict(zip(head, cells)) for cells in table["rows"]})
     return rows
 
 
 def test_runs_are_committed():
-    assert len(RUNS) >= 6, f"trained/README.md should list the six compared runs, lists {RUNS}"
+    assert len(RUNS) >= 6, f"trained/results.json should list the six compared runs, lists {RUNS}"
     assert set(RUNS) <= set(tools.list_runs()), f"listed but not in trained/: {set(RUNS) - set(tools.list_runs())}"
     for name in RUNS:
         files = set(os.listdir(tools.run_path(name)))
@@ -81,10 +66,11 @@ def test_configs_round_trip(name):
     assert tcfg.model_name == name
 
 
+@pytest.mark.slow
 @needs_sample
 @pytest.mark.parametrize("name", RUNS)
 def test_validation_bpb_matches_the_log(name, data_cache_dir):
-    from train import evaluate_split
+    from scoring import evaluate_split
 
     model, tok, mcfg = tools.load_model(name)  # strict load: every weight present, none extra
     _, tcfg = tools.load_configs(name)
@@ -101,7 +87,7 @@ def test_validation_bpb_matches_the_log(name, data_cache_dir):
 
 def test_logged_results_table_is_the_logs():
     rows = _results_rows()
-    assert set(rows) <= set(RUNS), f"trained/README.md's table names runs not in trained/: {set(rows) - set(RUNS)}"
+    assert set(rows) <= set(RUNS), f"logged tables name runs not committed: {set(rows) - set(RUNS)}"
     assert len(rows) >= 6
     for name, row in rows.items():
         last = tools.read_log(name).iloc[-1]
@@ -110,6 +96,7 @@ def test_logged_results_table_is_the_logs():
         assert row["tokens"] == f"{int(last['tokens']):,}", name
 
 
+@pytest.mark.slow
 def test_inference_notebook_runs_as_committed(tmp_path):
     """inference.ipynb opens on a committed run, so it runs the first time, with nothing to edit."""
     papermill = pytest.importorskip("papermill")
@@ -120,10 +107,11 @@ def test_inference_notebook_runs_as_committed(tmp_path):
     assert "Once upon a time" in text and "t+2..t+3:" in text
 
 
-def _members(label: str) -> list[str]:
-    """The runs a table row stands for: a README group, a run, or the seeds recorded as group `label`."""
-    if label in README_GROUPS:
-        return README_GROUPS[label]
+def _members(label: str, groups: dict) -> list[str]:
+    """The runs a table row stands for: a group the table's command names (--group), a run, or the seeds recorded
+    as group `label`."""
+    if label in groups:
+        return groups[label]
     if os.path.isfile(os.path.join(tools.TRAINED_DIR, label, "train_config.json")):
         return [label]
     runs = sorted(d for d in os.listdir(tools.TRAINED_DIR)
@@ -137,34 +125,35 @@ def _percent(cell: str) -> float:
     return float(cell.replace("%", "").replace("−", "-"))
 
 
+@pytest.mark.slow
 @needs_sample
-def test_readme_intervals_are_what_compare_computes(tmp_path):
-    """Every paired table of the README's Results (and of trained/README.md's section on intervals) is what
+def test_interval_tables_are_what_compare_computes(tmp_path):
+    """Every interval table of trained/results.json (the README's main comparison among them) is what
     model_comparison.compare computes from the committed weights on the official validation text. The runs are
     copied to a temporary trained/ so that the scores' cache is not written into the repository."""
     import shutil
 
     import model_comparison as mc
 
-    tables = [t for t in _tables(README, "Results") + _tables(TRAINED_README, "What the committed runs say, with "
-                                                                            "intervals") if "95% interval" in t[0]]
+    tables = [t for t in RESULTS["intervals"] if "95% interval" in t["columns"]]
     assert len(tables) >= 5
-    for head, _rule, *body in tables:
-        labels = [cells[0].strip("`") for cells in body]
-        names = [n for label in labels for n in _members(label)]
+    for t in tables:
+        head, body = t["columns"], t["rows"]
+        labels = [cells[0] for cells in body]
+        names = [n for label in labels for n in _members(label, t["groups"])]
         for name in names:
             if not os.path.isdir(tmp_path / name):
                 # the committed runs are scored afresh from their weights; research runs are committed with their
                 # per-window scores instead of their weights, and compared from those
                 ignore = shutil.ignore_patterns("scores") if name in RUNS else None
                 shutil.copytree(tools.run_path(name), tmp_path / name, ignore=ignore)
-        reference = next(cells[0].strip("`") for cells in body if "reference" in cells)
-        groups = {label: README_GROUPS[label] for label in labels if label in README_GROUPS}
+        reference = next(cells[0] for cells in body if "reference" in cells)
+        groups = {label: t["groups"][label] for label in labels if label in t["groups"]}
         table = mc.compare(names, reference=reference, groups=groups, trained_dir=str(tmp_path),
                            val_data_path=tools.VALID_SAMPLE_PATH)
         col = {name: head.index(name) for name in head}
         for cells in body:
-            label = cells[0].strip("`")
+            label = cells[0]
             row = table.loc[label]
             assert cells[col["runs"]] == str(int(row["runs"])), label
             assert float(cells[col["bpb"]]) == pytest.approx(row["bpb"], abs=1.5e-4), label
@@ -175,3 +164,23 @@ def test_readme_intervals_are_what_compare_computes(tmp_path):
             assert _percent(cells[col["Δ %"]]) == pytest.approx(row["d_pct"], abs=0.015), label
             lo, hi = (_percent(x) for x in cells[col["95% interval"]].split(" … "))
             assert lo == pytest.approx(row["lo_pct"], abs=0.05) and hi == pytest.approx(row["hi_pct"], abs=0.05), label
+
+
+@pytest.mark.parametrize("table", results_tables.all_tables(RESULTS), ids=lambda t: t.get("name", "committed runs"))
+def test_pages_show_the_data_files_tables(table):
+    """Each page a table of trained/results.json names in "shown_in" holds that table, cell for cell (backticks
+    aside), wherever it stands on the page: the docs show the figures the tests check. `python
+    tests/results_tables.py` prints the tables as markdown."""
+    expected = [table["columns"], *table["rows"]]
+    assert table["shown_in"], "a table of trained/results.json shown on no page"
+    for page in table["shown_in"]:
+        path = os.path.join(tools.REPO_DIR, page)
+        assert expected in results_tables.page_tables(path), (
+            f"{page} does not show this table of trained/results.json as it is there:\n"
+            f"{results_tables.markdown(table)}")
+
+
+def test_data_file_tables_are_well_formed():
+    for table in results_tables.all_tables(RESULTS):
+        assert all(len(row) == len(table["columns"]) for row in table["rows"]), table.get("name")
+        assert set(table.get("code", [])) <= set(table["columns"]), table.get("name")
