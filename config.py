@@ -246,7 +246,9 @@ class TrainConfig:
     train_tokens: int | None = None   # recorded by train(): tokens of the training split (bos and eos included)
     passes: float | None = None       # recorded by train(): passes max_iters makes over the training split
     machine: str | None = None        # recorded by train(): the CPU (and its bf16 units) or GPU that trained it
-    max_iters: int = 1000             # optimizer steps; 1000 x 32 x 256 = 8.2M tokens, ~15 min on 2 CPU cores
+    started: str | None = None        # recorded by train(): when the run started (UTC, ISO 8601)
+    val_text: str | None = None       # recorded by train(): what it validated on, a file and its text's fingerprint
+    max_iters: int = 1000             # optimizer steps; 1000 x 32 x 256 = 8.2M tokens (docs/training.md: the time)
     eval_interval: int = 100          # steps between evaluations (one log_data.csv row each)
     eval_samples: int = 8             # batches per split per evaluation
     checkpoint_interval: int | None = None  # steps between checkpoints; None = no checkpoints

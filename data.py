@@ -1,10 +1,10 @@
-"""The data pipeline: raw stories -> tokenizer -> cached token ids -> batches, and bits per byte.
+"""The data pipeline up to the cache: raw stories -> tokenizer -> cached token ids, and bits per byte.
 
-Data flows one way: text -> tokenizer -> cached token ids -> batches -> model. `get_data(model_cfg, train_cfg)`
-gives a `TokenData` (both splits as token-id arrays, memory-mapped from the cache under data_cache/);
-`get_batch` draws random training windows from it and `eval_batches` walks a split in fixed windows.
+Data flows one way: text -> tokenizer -> cached token ids -> batches (batches.py) -> model. `get_data(model_cfg,
+train_cfg)` gives a `TokenData` (both splits as token-id arrays, memory-mapped from the cache under data_cache/).
 """
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -16,9 +16,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 EOT = "<|endoftext|>"  # the separator between stories in TinyStories' raw text files
@@ -119,7 +119,7 @@ def get_tokenizer(name: str, size: int):
 HUB_DATASET = "noanabeshima/TinyStoriesV2"  # the default source: its `train` and `validation` splits
 HUB_SPLITS = {"train": "train", "val": "validation"}  # our split name -> the hub's
 SPLITS = ("train", "val")
-CACHE_VERSION = 1  # bump when the cache's content or layout changes: old caches are then ignored
+CACHE_VERSION = 2  # bump when the cache's content or layout changes: old caches are then ignored (2: text_sha256)
 # Encoded to fingerprint the tokenizer's behaviour: a rebuilt tokenizer gets a fresh cache.
 _PROBE = ("Once upon a time, there was a little girl named Lily. She said, \"Wow! Look at 123 red "
           "balls…\" Tom's dog—Max—didn't care.\n\nThe end. “Mañana”, café, naïve ‘quote’ «ok» ¡yes!")
@@ -312,6 +312,22 @@ def _encode_chunk(job) -> tuple[np.ndarray, dict, set]:
 _WORKER_TOKENIZERS: dict = {}
 
 
+def text_fingerprint(stories) -> str:
+    """A short hash of a split's text, the stories in order: equal for two runs iff they read the same text, whatever
+    their tokenizer. What a run records of its validation text (TrainConfig.val_text)."""
+    h = hashlib.sha256()
+    for story in stories:
+        h.update(story.encode("utf-8") + b"\0")
+    return h.hexdigest()[:12]
+
+
+def _hashing(stories, h):
+    """The stories, unchanged, each added to the hash `h` as it goes by (see text_fingerprint)."""
+    for story in stories:
+        h.update(story.encode("utf-8") + b"\0")
+        yield story
+
+
 def _chunks(stories, size: int):
     chunk = []
     for story in stories:
@@ -346,6 +362,8 @@ def _write_split(path: str, stories, total: int, tok, desc: str, workers: int = 
     stats = {"stories": 0, "tokens": 0, "bytes": 0, "unknown_chars": 0}
     unknown = set()
     pool = None
+    text_hash = hashlib.sha256()
+    stories = _hashing(stories, text_hash)  # read in order in this process, whoever tokenizes
     if workers > 1 and tok_spec is not None:
         import multiprocessing
 
@@ -369,6 +387,7 @@ def _write_split(path: str, stories, total: int, tok, desc: str, workers: int = 
         raise DataSourceError(f"{desc}: no stories found")
     stats["bytes_per_token"] = stats["bytes"] / stats["tokens"]
     stats["unknown_char_set"] = "".join(sorted(unknown))
+    stats["text_sha256"] = text_hash.hexdigest()[:12]
     return stats
 
 
@@ -435,8 +454,8 @@ def get_data(mcfg, tcfg) -> TokenData:
     `meta[split]` holds, per split: `stories`; `tokens`, every id of the stream, bos and eos
     included; `bytes`, the UTF-8 bytes of the stories' text (stripped; separators not counted);
     `unknown_chars`, how many characters of the text the tokenizer cannot encode faithfully (they do
-    not survive an encode-decode round trip; `unknown_char_set` lists them); and
-    `bytes_per_token = bytes / tokens`.
+    not survive an encode-decode round trip; `unknown_char_set` lists them); `bytes_per_token = bytes / tokens`;
+    and `text_sha256`, the split's `text_fingerprint`.
 
     Why all tokens, bos and eos included: bits per byte must be the nats the model spends on the
     stream over the bytes of text it covers. A window's next-token targets are consecutive ids of the
@@ -463,73 +482,12 @@ def get_data(mcfg, tcfg) -> TokenData:
     return data
 
 
-# ---------------------------------------------------------------- batches
 
 
-def _windows(stream: np.ndarray, starts: np.ndarray, seq_len: int, lookahead: int, pad_id: int):
-    """(inputs, targets): stream[s : s+T] and stream[s+1 : s+T+H] for each start s, pad_id past the end."""
-    idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(seq_len + lookahead)  # (B, T + H)
-    inside = idx < len(stream)
-    ids = np.asarray(stream[np.where(inside, idx, 0)], dtype=np.int64)
-    ids[~inside] = pad_id
-    inputs = torch.from_numpy(np.ascontiguousarray(ids[:, :seq_len]))  # (B, T)
-    targets = torch.from_numpy(np.ascontiguousarray(ids[:, 1:]))  # (B, T + H - 1)
-    return inputs, targets
 
 
-def _check_window(stream: np.ndarray, split: str, seq_len: int, lookahead: int, min_len: int) -> None:
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-        raise ValueError(f"seq_len={seq_len!r} is not allowed: must be an int >= 1")
-    if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
-        raise ValueError(f"lookahead={lookahead!r} is not allowed: must be an int >= 1 (1 = next token only)")
-    if len(stream) < min_len:
-        raise ValueError(f"the {split} split has {len(stream)} tokens, too few for one window of "
-                         f"seq_len={seq_len} inputs and their next-token targets")
 
 
-def get_batch(data: TokenData, split: str, batch_size: int, seq_len: int, lookahead: int = 1,
-              generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of random windows of a split: (input_ids (B, T), target_ids (B, T + H - 1)), int64.
-
-    `target_ids[:, i]` is the token after input i; the H - 1 columns past T continue the stream for
-    the future-sight chunks of the last positions (H = `lookahead` = ModelConfig.lookahead; 1 for a
-    plain GPT). Where they run past the end of the stream they hold pad_id (the loss leaves out any
-    chunk containing pad or eos); the first T columns never do.
-
-    Window starts are drawn uniformly from [0, len - T - 1], a range that depends on seq_len only,
-    so a baseline and a FutureFormer given equally seeded generators read exactly the same inputs.
-    `generator`: a torch.Generator or a numpy Generator (the same seed gives the same batches);
-    None draws from torch's global generator.
-    """
-    stream = data.split(split)
-    _check_window(stream, split, seq_len, lookahead, min_len=seq_len + 1)
-    high = len(stream) - seq_len  # starts 0 .. len - T - 1: every next-token target lies in the stream
-    if isinstance(generator, np.random.Generator):
-        starts = generator.integers(0, high, size=batch_size)
-    else:
-        device = generator.device if generator is not None else "cpu"
-        starts = torch.randint(high, (batch_size,), generator=generator, device=device).cpu().numpy()
-    return _windows(stream, starts, seq_len, lookahead, data.pad_id)
-
-
-def eval_batches(data: TokenData, split: str, batch_size: int, seq_len: int, lookahead: int = 1,
-                 drop_last: bool = False):
-    """Yield batches covering the whole split in fixed windows, deterministically, in stream order.
-
-    Window j holds inputs stream[jT : jT + T], targets as in get_batch (same layout). The windows do
-    not overlap and every id of the stream but the first is a next-token target exactly once. The
-    last window is usually partial: its inputs and targets past the end are pad_id, so the NTP loss
-    must ignore pad targets (cross_entropy ignore_index=pad_id), and to average over the split weigh
-    each batch's mean loss by its count of real targets, `(targets[:, :T] != pad_id).sum()`.
-    `drop_last=True` instead leaves out that partial window (fewer than T targets), so no input or
-    NTP target is ever pad. The last batch may have fewer than `batch_size` rows.
-    """
-    stream = data.split(split)
-    _check_window(stream, split, seq_len, lookahead, min_len=seq_len + 1 if drop_last else 2)
-    n = len(stream)
-    starts = np.arange(0, n - seq_len if drop_last else n - 1, seq_len)
-    for i in range(0, len(starts), batch_size):
-        yield _windows(stream, starts[i:i + batch_size], seq_len, lookahead, data.pad_id)
 
 
 def describe_data(data: TokenData) -> str:
@@ -544,6 +502,55 @@ def describe_data(data: TokenData) -> str:
     return "; ".join(f"{split} {data.meta[split]['stories']:,} stories, {data.meta[split]['bytes'] / 1e6:.2f} MB, "
                      f"{data.meta[split]['tokens']:,} tokens ({', '.join(os.path.basename(w) for w in where[split])})"
                      for split in SPLITS)
+
+
+def validation_label(tcfg, fingerprint: str | None) -> str:
+    """How a run's validation text is named: its file (or the held-out share of its training files, or the hub's
+    validation split) and its `text_fingerprint` ("?" where the text cannot be read any more)."""
+    if tcfg.data_path is None:
+        what = f"{HUB_DATASET} validation split"
+    elif tcfg.val_data_path is not None:
+        what = os.path.basename(tcfg.val_data_path)
+    else:
+        names = "+".join(os.path.basename(p) for p in tcfg.data_path.split(","))
+        what = f"the held-out {tcfg.val_fraction:.0%} of {names}"
+    return f"{what} #{fingerprint or '?'}"
+
+
+def validation_text(data: TokenData, tcfg) -> str:
+    """The validation text of `data` (loaded for `tcfg`) as a run records it (TrainConfig.val_text)."""
+    return validation_label(tcfg, data.meta["val"].get("text_sha256"))
+
+
+def read_validation_text(tcfg) -> str:
+    """See _read_validation_text: the same, remembered per configuration and file versions."""
+    files = [tcfg.val_data_path] if tcfg.val_data_path else (tcfg.data_path or "").split(",")
+    versions = []
+    for f in files:
+        try:
+            versions.append(os.stat(_resolve_data_path(f)).st_mtime_ns)
+        except (OSError, ValueError):
+            versions.append(None)
+    return _read_validation_text(tcfg.data_path, tcfg.val_data_path, tcfg.val_fraction, tuple(versions))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_validation_text(data_path, val_data_path, val_fraction, _versions) -> str:
+    """The validation text of a saved run that did not record one (runs trained before val_text existed): its
+    configured files read again and split as get_data splits them, so the fingerprint is the one get_data would
+    record; "?" when the files are not here (or the text came from the hub)."""
+    tcfg = SimpleNamespace(data_path=data_path, val_data_path=val_data_path, val_fraction=val_fraction)
+    try:
+        if tcfg.data_path is None:
+            return validation_label(tcfg, None)
+        if tcfg.val_data_path is not None:
+            val = read_stories(_resolve_data_path(tcfg.val_data_path))
+        else:
+            train = [s for f in resolve_data_paths(tcfg.data_path) for s in read_stories(f)]
+            val = split_stories(train, tcfg.val_fraction)[1]
+    except (OSError, ValueError, DataSourceError):
+        return validation_label(tcfg, None)
+    return validation_label(tcfg, text_fingerprint(val))
 
 
 def bits_per_byte(ntp_loss, bytes_per_token: float):

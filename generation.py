@@ -47,8 +47,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from batches import eval_batches
 from config import VOCAB_FS_LOSSES
-from data import eval_batches, get_data
+from data import get_data
 from hardware import quiet_compile
 from runs import load_configs, load_model, resolve_names
 
@@ -143,7 +144,8 @@ class CompiledStep:
         """The logits (V,) after one more token, which the cache's positions continue."""
         x = torch.tensor([[token]], device=self.cache.pos.device)
         if self.compiled:
-            return self.fn(model, x, self.cache)[0, -1]
+            with quiet_compile():  # a later call may compile again (a guard fails): the same filter (a few µs)
+                return self.fn(model, x, self.cache)[0, -1]
         t0 = time.perf_counter()
         print("compiling the decoding step with torch.compile, once for this model (measured 20 s on 2 CPU cores "
               "for the default FutureFormer)", file=sys.stderr, flush=True)

@@ -99,12 +99,15 @@ def pick_precision(requested: str | None, device: str) -> tuple[str, str]:
 @contextlib.contextmanager
 def quiet_compile():
     """Around the call that makes torch.compile trace: inductor's own FutureWarning about a deprecated internal
-    (`torch._prims_common.check`), which tells a user nothing and breaks the progress bar, is filtered there and
-    only there."""
+    (`torch._prims_common.check`) and torch's DeprecationWarning about `torch.jit.script_method`, which tell a user
+    nothing and break the progress bar, are filtered there and only there."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\._prims_common\.check", category=FutureWarning)
+        # and torch's own use of a deprecated decorator, met when compiling first imports the module that has it
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script_method. is deprecated",
+                                category=DeprecationWarning)
         yield
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 
 import plots  # first: it picks the file-only backend for scripts without a display, before pyplot loads
 from compare import compare, find_groups, format_comparison  # noqa: F401  (also mc.find_groups, for notebooks)
-from data import DataSourceError
+from data import VALID_SAMPLE_PATH, DataSourceError
 from generation import compare_samples, show_predictions  # noqa: F401  (also mc.show_predictions)
 from modules.flops import flops_per_token
 from modules.model import Model
@@ -49,7 +49,7 @@ from plots import (  # noqa: F401  (also mc.plot_curves, ...)
     plot_curves,
     save_plot,
 )
-from runs import TRAINED_DIR, list_runs, load_configs, read_log, resolve_names
+from runs import TRAINED_DIR, list_runs, load_configs, read_log, resolve_names, validation_text_of
 from scoring import checkpoint_scores, evaluate  # noqa: F401  (also mc.evaluate)
 
 plt = plots.plt
@@ -62,87 +62,16 @@ plt = plots.plt
 MAIN_RUNS = ("baseline", "futureformer", "baseline_7layers")  # the README's main comparison
 
 
-def default_names(trained_dir: str | None = None, limit: int = 5) -> list[str]:
-    """A readable set of runs to compare: the README's main comparison when its runs are there, plus your
-    newest runs, at most `limit` in all (newest first after the main ones)."""
+def default_names(trained_dir: str | None = None) -> list[str]:
+    """A fixed, named set of runs to compare: the README's main comparison (MAIN_RUNS, those that are there) and
+    your newest run, the one whose recorded start time (TrainConfig.started) is latest; runs that recorded none
+    (the committed ones, trained before the field existed) are never taken for yours. File times are not used: in
+    a fresh clone every file has the clone's time."""
     runs = list_runs(trained_dir)
     main = [n for n in MAIN_RUNS if n in runs]
-    root = trained_dir or TRAINED_DIR
-    newest = sorted((n for n in runs if n not in main), reverse=True,
-                    key=lambda n: os.path.getmtime(os.path.join(root, n, "model.pth")))
-    return (main + newest)[:limit]
-
-
-# ---------------------------------------------------------------- writing plots, safely
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- loss curves
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- teacher-forced evaluation
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- paired comparisons with intervals
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- along training: the checkpoints
-
-
-
-
+    started = {n: load_configs(n, trained_dir)[1].started for n in runs if n not in main}
+    started = {n: t for n, t in started.items() if t}
+    return main + ([max(started, key=lambda n: (started[n], n))] if started else [])
 
 
 # ---------------------------------------------------------------- the summary table
@@ -181,16 +110,34 @@ def summary_table(names=None, trained_dir: str | None = None, num_sequences: int
     fs_cos_k on every window of the validation split (or num_sequences of them; 0 skips it), the run's own or
     the text `val_data_path`. Compare on the NTP loss and bits per byte columns; `compare` gives intervals.
     print(format_table(table)) prints it neatly.
+
+    One text for every run. The eval_* columns, the headline, always score every run on one text: `val_data_path`,
+    else the runs' own validation text when they share one, else the official validation excerpt
+    (VALID_SAMPLE_PATH); where that is missing too, a ValueError asks for val_data_path. `table.attrs["eval_text"]`
+    names it. The logged val_ntp_loss and val_bpb are each run's own text (`val_text`, runs.validation_text_of):
+    when the runs' texts differ they are split into one column per text ("val_bpb on TEXT"), blank elsewhere.
     """
     names = resolve_names(names, trained_dir)
     rows = {}
     for name in names:
         mcfg, _ = load_configs(name, trained_dir)
         params = sum(p.numel() for p in Model(mcfg).parameters())  # from the config: runs without weights too
-        rows[name] = {"fs_periods": mcfg.fs_periods, "params": params, **_log_summary(name, trained_dir)}
+        rows[name] = {"fs_periods": mcfg.fs_periods, "params": params, **_log_summary(name, trained_dir),
+                      "val_text": validation_text_of(name, trained_dir)}
         if "tokens" in rows[name] and "flops" not in rows[name]:
             rows[name]["flops"] = rows[name]["tokens"] * flops_per_token(mcfg)
     table = pd.DataFrame.from_dict(rows, orient="index")
+    texts = list(dict.fromkeys(table["val_text"]))
+    if len(texts) > 1:  # logged scores on different texts never share a column
+        for col in [c for c in ("val_ntp_loss", "val_bpb") if c in table.columns]:
+            for text in texts:
+                table[f"{col} on {text}"] = table[col].where(table["val_text"] == text)
+            table = table.drop(columns=col)
+    if val_data_path is None and len(texts) > 1:
+        if not os.path.isfile(VALID_SAMPLE_PATH):
+            raise ValueError(f"the runs validated on {len(texts)} different texts ({'; '.join(texts)}): pass "
+                             "val_data_path= (--val_data_path) to score them all on one")
+        val_data_path = VALID_SAMPLE_PATH
     front = [c for c in ("fs_periods", "params", "steps", "tokens", "flops") if c in table.columns]
     table = table[front + [c for c in table.columns if c not in front]]
     if num_sequences != 0:
@@ -201,10 +148,13 @@ def summary_table(names=None, trained_dir: str | None = None, num_sequences: int
         ev = ev.rename(columns={"ntp_loss": "eval_ntp_loss", "bpb": "eval_bpb", "sequences": "eval_sequences"})
         table = table.join(ev)
     table.index.name = "model"
-    return table.loc[names]
+    table = table.loc[names]
+    if num_sequences != 0:
+        table.attrs["eval_text"] = os.path.basename(val_data_path) if val_data_path else texts[0]
+    return table
 
 
-TABLE_COLUMNS = ("params", "tokens", "tokens_per_s", "val_bpb", "eval_bpb", "top1_acc", "top5_acc")  # the default
+TABLE_COLUMNS = ("params", "tokens", "tokens_per_s", "eval_bpb", "top1_acc", "top5_acc", "val_bpb")  # the default
 
 
 def format_table(table: pd.DataFrame, markdown: bool = False, columns=None) -> str:
@@ -346,6 +296,8 @@ def main(argv=None) -> int:
                               val_data_path=args.val_data_path)
         columns = {"default": "default", "all": None}.get(args.columns, args.columns.split(","))
         print(format_table(table, markdown=args.markdown, columns=columns))
+        if "eval_text" in table.attrs:
+            print(f"eval_*: teacher-forced, every run on one text: {table.attrs['eval_text']}")
         if not args.no_compare and (len(names) > 1 or groups):
             cmp = compare(names, args.reference, groups, args.trained_dir, args.val_data_path, args.seq_len,
                           args.batch_size, args.device, paired=args.paired)

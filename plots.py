@@ -26,7 +26,7 @@ import stats  # noqa: E402
 from compare import find_groups  # noqa: E402
 from data import SPLITS  # noqa: E402
 from modules.flops import flops_per_token  # noqa: E402
-from runs import load_configs, read_log, replace_atomically, resolve_names  # noqa: E402
+from runs import load_configs, read_log, replace_atomically, resolve_names, validation_text_of  # noqa: E402
 
 X_AXES = {"tokens": "training tokens", "step": "step", "elapsed_s": "wall time (s)",
           "flops": "training FLOPs (modules/flops.py)"}
@@ -123,7 +123,9 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
         highest seed; group_seeds=False draws every run on its own.
     path: also save the figure there as a PNG.
     The final row of a log (full_val = 1) holds val_* over the whole validation split, not a sample of
-    batches: it is drawn with a dot. Returns the matplotlib Figure.
+    batches: it is drawn with a dot. Validation curves are only drawn together when the runs validated on the
+    same text (`runs.validation_text_of`): a metric with validation columns gets one panel per validation text,
+    named in its title, so that curves measured on different texts never share axes. Returns the matplotlib Figure.
     """
     if x not in X_AXES:
         raise ValueError(f"x={x!r} is not allowed: choose one of {list(X_AXES)}")
@@ -140,12 +142,19 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
                 warnings.warn(f"{name}: {e}; left out of the plot", stacklevel=2)
                 continue
             logs.setdefault(label, []).append(log)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 2.5, 4.2), squeeze=False,
+    texts = {label: validation_text_of(found[label][0], trained_dir) for label in logs}
+    panels = []  # (metric, validation text or None): one panel per text for a metric with validation columns
+    for metric in metrics:
+        has_val = any(_split_of(c) == "val" for log in logs.values() for c in _columns(metric, splits, log[0].columns))
+        panels += [(metric, text) for text in dict.fromkeys(texts.values())] if has_val else [(metric, None)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 2.5, 4.2), squeeze=False,
                              layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes[0], metrics):
+    for ax, (metric, text) in zip(axes[0], panels):
         for i, (label, runs) in enumerate(logs.items()):
-            color = colors[i % len(colors)]
+            color = colors[i % len(colors)]  # a run keeps its colour in every panel
+            if text is not None and texts[label] != text:
+                continue
             for log in runs:
                 if x not in log.columns:
                     raise ValueError(f"{label}: log_data.csv has no column {x!r}; columns: {list(log.columns)}")
@@ -171,7 +180,8 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
                 if full is not None and len(full):
                     ax.plot(full[x], full[col], "o", color=color, markersize=4)
         split = _split_of(metric)
-        ax.set_title(metric[len(split) + 1:] if splits and split else metric)
+        title = metric[len(split) + 1:] if splits and split else metric
+        ax.set_title(title + (f"\nvalidated on {text}" if text else ""), fontsize=10 if text else None)
         ax.set_xlabel(X_AXES[x])
         ax.set_xscale("log" if log_x else "linear")
         ax.set_yscale("log" if log_y else "linear")
@@ -195,7 +205,8 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
 def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
     """compare()'s table as a picture: each row's difference from the reference in %, with its interval as a
     bar (thick: over windows and seeds; thin: over windows only, seed noise not in it), green where the verdict is
-    better, red where worse, grey where not resolved. Returns the Figure."""
+    better, red where worse, grey where not resolved. The title names the reference; the caption describes only the
+    kinds of bar drawn. Returns the Figure."""
     rows = table[table["verdict"] != "reference"].iloc[::-1]
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4))
@@ -208,9 +219,13 @@ def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows)), [f"{label} ({int(r['runs'])})" for label, r in rows.iterrows()])
     level = round(100 * table.attrs.get("level", stats.LEVEL))
-    ax.set_xlabel(f"bits per byte, % difference from {table.attrs.get('reference')} ({level}% interval)")
-    ax.set_title("thick bar: interval over windows and seeds; thin: over windows only (seed noise left out)",
-                 fontsize=8)
+    reference = table.attrs.get("reference")
+    ax.set_xlabel(f"bits per byte, % difference from {reference} ({level}% interval)")
+    kinds = {r["covers"].startswith("windows and seeds") for _, r in rows.iterrows()}
+    caption = {frozenset({True}): "bars: intervals over windows and seeds",
+               frozenset({False}): "bars: intervals over windows only (one run a side: seed noise not in them)"}.get(
+        frozenset(kinds), "thick bars: over windows and seeds; thin: over windows only (seed noise not in them)")
+    ax.set_title(f"against {reference}\n{caption}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig = ax.figure
     fig.tight_layout()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from config import VOCAB_FS_LOSSES, ModelConfig, TrainConfig, replace, to_dict
-from data import SPLITS, get_tokenizer
+from data import SPLITS, get_tokenizer, read_validation_text
 from hardware import pick_device
 from modules.flops import flops_per_token
 from modules.model import Model
@@ -544,6 +544,13 @@ def resolve_names(names=None, trained_dir: str | None = None) -> list[str]:
     for name in names:
         run_path(name, trained_dir)
     return names
+
+
+def validation_text_of(name: str, trained_dir: str | None = None) -> str:
+    """What the run validated on (its logged val_* columns): the text it recorded (TrainConfig.val_text), or for a
+    run trained before that field existed, its configured validation text read again (data.read_validation_text)."""
+    tcfg = load_configs(name, trained_dir)[1]
+    return tcfg.val_text or read_validation_text(tcfg)
 
 
 SCORES_VERSION = 1  # bump when score_windows changes what it stores: cached scores are then recomputed

@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from batches import eval_batches, get_batch
 from config import ModelConfig, TrainConfig, replace
-from data import SPLITS, bits_per_byte, eval_batches, get_batch, get_data
+from data import SPLITS, bits_per_byte, get_data
 from dist import Dist
 from hardware import pick_device
 from modules.model import Model

@@ -1,13 +1,15 @@
 """The shared plumbing, one concern per file; this module gathers what notebooks and scripts use most, so that
 `import tools` keeps working:
 
-    data.py       raw stories -> tokenizer -> cached token ids -> batches, bits per byte
+    data.py       raw stories -> tokenizer -> cached token ids, bits per byte
+    batches.py    cached token ids -> batches (random training windows, fixed evaluation windows)
     runs.py       the run folder trained/<name>/: save, load, log, checkpoints, names, cached scores
     hardware.py   the device, the precision (bf16 where the CPU or GPU has bf16 units), the compiler's noise
 
 Code inside the project imports from those files directly.
 """
 
+from batches import eval_batches, get_batch  # noqa: F401
 from data import (  # noqa: F401
     EOT,
     SAMPLE_PATH,
@@ -18,8 +20,6 @@ from data import (  # noqa: F401
     TokenData,
     bits_per_byte,
     describe_data,
-    eval_batches,
-    get_batch,
     get_data,
     get_tokenizer,
     load_module,

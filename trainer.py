@@ -20,8 +20,9 @@ import time
 import torch
 from tqdm import tqdm  # the text bar, also in notebooks: a widget bar is saved as a stale "0/N" in the notebook
 
+from batches import get_batch
 from config import ModelConfig, TrainConfig, from_dict, replace, to_dict
-from data import SPLITS, TokenData, describe_data, get_batch, get_data
+from data import SPLITS, TokenData, describe_data, get_data, validation_text
 from dist import Dist
 from hardware import autocast, machine_name, pick_device, pick_precision, quiet_compile
 from modules.flops import flops_per_token
@@ -99,8 +100,12 @@ def _train(mcfg, tcfg, ckpt, resume, trained_dir, save, data, progress, device, 
     last_log = []  # with ema_save_last: the log of the last weights' twin run
     tokens_per_step = tcfg.batch_size * tcfg.grad_accum_steps * dist.world * mcfg.max_seq_len  # the global batch
     passes = tcfg.max_iters * tokens_per_step / int(data.meta["train"]["tokens"])
+    resumed = ckpt is not None  # a resumed run keeps what it recorded when it started
     tcfg = replace(tcfg, train_tokens=int(data.meta["train"]["tokens"]), passes=round(passes, 4),
-                   machine=tcfg.machine if ckpt is not None and tcfg.machine else machine_name(device))
+                   machine=tcfg.machine if resumed and tcfg.machine else machine_name(device),
+                   started=tcfg.started if resumed and tcfg.started else
+                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   val_text=tcfg.val_text if resumed and tcfg.val_text else validation_text(data, tcfg))
     clock = {"elapsed_s": 0.0, "train_time_s": 0.0}
     folder = RunFolder(mcfg, tcfg)  # none: save=False, or not the first process
     if ckpt is not None:
@@ -173,8 +178,8 @@ def _train(mcfg, tcfg, ckpt, resume, trained_dir, save, data, progress, device, 
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=os.path.basename(folder.path) if folder.path else "training",
                unit="step", dynamic_ncols=True, disable=not progress)
     if compiling and progress:
-        bar.write("compiling the training step with torch.compile (measured 23-60 s on 2 CPU cores for the default "
-                  "models; --compile=false skips it)", file=sys.stderr)
+        bar.write("compiling the training step with torch.compile (tens of seconds on a 2-core CPU; the time it took "
+                  "follows; --compile=false skips it)", file=sys.stderr)
     quiet = quiet_compile if compiling else contextlib.nullcontext  # inductor's warnings off the progress bar
     t_start = time.perf_counter() - clock["elapsed_s"]
     grad_norms = list(ckpt.get("grad_norms", [])) if ckpt is not None else []  # since the last log row

@@ -41,10 +41,10 @@ def encode_all(tok, stories: list[str]) -> tuple[float, list[list[int]]]:
 
 def main(data_path: str | None, val_fraction: float, repeat: int) -> bool:
     build = _import_by_path("futureformer_tokenizers_build", REPO_DIR / "tokenizers" / "build.py")
-    load, tools = build.load, build._tools()
-    data_path = data_path or tools.SAMPLE_PATH
+    load, data = build.load, build._data()
+    data_path = data_path or data.SAMPLE_PATH
     train, trained_on = build.training_text(data_path, val_fraction)
-    val = tools.split_stories(tools.read_stories(data_path), val_fraction)[1]
+    val = data.split_stories(data.read_stories(data_path), val_fraction)[1]
     val_bytes, val_chars = sum(len(s.encode("utf-8")) for s in val), sum(map(len, val))
     print(f"data: {Path(data_path).name}, {len(train)} train stories, {len(val)} held-out stories "
           f"({val_bytes / 1e6:.3f} MB) for encoding; Python {sys.version.split()[0]}, one core\n")

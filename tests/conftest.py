@@ -47,6 +47,20 @@ def tiny_runs(tmp_path_factory, data_cache_dir):
     return runs
 
 
+# ---------------------------------------------------------------- the fast lane: pytest -m "not slow"
+
+# Besides the tests marked @pytest.mark.slow one by one: every test of these files (they run notebooks, the README's
+# commands, the benchmarks, real training), and every test that reads a trained run from one of these fixtures.
+SLOW_MODULES = {"test_notebooks", "test_readme", "test_benchmarks", "test_learning"}
+SLOW_FIXTURES = {"tiny_runs", "runs", "seed_runs", "run_copy", "tiny_export", "baseline_export"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 # ---------------------------------------------------------------- CI: no data test may be skipped
 
 _DATA_SKIPS = []

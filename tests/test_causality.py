@@ -43,6 +43,7 @@ def _model(cfg, seed):
     return Model(cfg).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("i", range(len(CONFIGS)), ids=[f"{i}-{_ids(c)}" for i, c in enumerate(CONFIGS)])
 def test_causal_and_cache_equals_full(i):
     check_causal_and_cache(CONFIGS[i], i)
@@ -54,6 +55,7 @@ LAYER_COMBOS = list(itertools.product(config.FS_ATTENTIONS, config.FS_MEMORIES, 
                                       [False, True]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("i", range(len(LAYER_COMBOS)), ids=["-".join(map(str, c)) for c in LAYER_COMBOS])
 def test_every_memory_reading_with_every_mode_and_arrangement(i):
     attention, memory, arrangement, shared = LAYER_COMBOS[i]

@@ -154,6 +154,7 @@ def test_get_tokenizer_unknown_name_lists_known(char_tok):
         tools.get_tokenizer("nope", 100)
 
 
+@pytest.mark.slow
 def test_import_datasets_with_repo_root_first_on_path(tmp_path):
     """The top-level tokenizers/ folder (no __init__.py) must not shadow or break anything."""
     folder = tmp_path / "tokenizers" / "chartest"
@@ -594,6 +595,7 @@ def test_real_batches_with_model_config(real_data):
 # ---------------------------------------------------------------- tokenizing in parallel
 
 
+@pytest.mark.slow
 def test_parallel_tokenizing_gives_the_ids_of_one_process(tmp_path, monkeypatch):
     """Two processes tokenize the sample's chunks (small chunks, so that both work) into the same cache layout
     and exactly the same ids and statistics as one process."""
@@ -610,6 +612,7 @@ def test_parallel_tokenizing_gives_the_ids_of_one_process(tmp_path, monkeypatch)
     assert data_module.tokenize_workers(None, 1 << 30) >= 1
 
 
+@pytest.mark.slow
 def test_hub_path_tokenizes_in_parallel_with_a_local_stand_in(char_tok, tmp_path, monkeypatch):
     """The hub path up to the point where it would go online: a stand-in for load_dataset, tokenized by two
     processes (which load the stand-in tokenizer from the same folder), equals one process."""

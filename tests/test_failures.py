@@ -63,6 +63,7 @@ def test_non_finite_config_values_are_errors():
         TrainConfig(**t)
 
 
+@pytest.mark.slow
 @needs_sample
 def test_a_non_finite_loss_stops_training_at_its_step(tmp_path, data_cache_dir, monkeypatch):
     """The loss turns NaN at step 7: training stops there, before the optimizer step, names the step and the
@@ -114,6 +115,7 @@ def test_a_checkpoint_with_a_nan_in_its_averaged_weights_is_never_written(tmp_pa
 # ---------------------------------------------------------------- interruptions
 
 
+@pytest.mark.slow
 @needs_sample
 def test_ctrl_c_checkpoints_and_resuming_gives_the_uninterrupted_log(tmp_path, data_cache_dir, monkeypatch, capsys):
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="whole", max_iters=12, eval_interval=4, dropout_rate=0.1)
@@ -143,6 +145,7 @@ def test_ctrl_c_checkpoints_and_resuming_gives_the_uninterrupted_log(tmp_path, d
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 @needs_sample
 def test_a_run_failing_before_its_first_step_leaves_no_folder(tmp_path, data_cache_dir, monkeypatch):
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="broken", max_iters=4)
@@ -178,6 +181,7 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_tmp(tmp_path, monkeypat
 # ---------------------------------------------------------------- nothing is overwritten
 
 
+@pytest.mark.slow
 @needs_sample
 def test_resuming_a_finished_run_continues_in_a_new_folder(tmp_path, data_cache_dir, capsys):
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="done", max_iters=8, eval_interval=2, checkpoint_interval=4)
@@ -196,6 +200,7 @@ def test_resuming_a_finished_run_continues_in_a_new_folder(tmp_path, data_cache_
     assert (folder / "log_data.csv").read_bytes() == before["log_data.csv"]
 
 
+@pytest.mark.slow
 @needs_sample
 def test_a_resumed_run_is_only_ever_written_under_the_runs_folder(tmp_path, data_cache_dir, monkeypatch, capsys):
     """A checkpoint that no run folder owns (in the repository root, in a temporary folder, in another run's
@@ -238,6 +243,7 @@ def test_a_resumed_run_is_only_ever_written_under_the_runs_folder(tmp_path, data
     assert {f: (runs / "other" / f).read_bytes() for f in before} == before
 
 
+@pytest.mark.slow
 def test_plots_never_overwrite_what_they_did_not_write(run_copy, tmp_path):
     root, name = run_copy
     weights = os.path.join(root, name, "model.pth")
@@ -263,6 +269,7 @@ def test_plots_never_overwrite_what_they_did_not_write(run_copy, tmp_path):
 # ---------------------------------------------------------------- broken or mismatched files
 
 
+@pytest.mark.slow
 def test_truncated_or_foreign_model_file(run_copy):
     root, name = run_copy
     weights = os.path.join(root, name, "model.pth")
@@ -299,6 +306,7 @@ def test_missing_or_invalid_config_files(run_copy):
         tools.load_configs(name, root)
 
 
+@pytest.mark.slow
 def test_damaged_logs(run_copy):
     root, name = run_copy
     log = os.path.join(root, name, "log_data.csv")
@@ -316,6 +324,7 @@ def test_damaged_logs(run_copy):
     assert r.returncode != 0 and "Traceback" not in r.stderr and "log_data.csv" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_data_file_that_is_not_text(tmp_path):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("Once upon a time, a caf\xe9.".encode("latin-1"))
@@ -358,11 +367,13 @@ def test_run_names_are_names(name):
         TrainConfig(model_name=name)
 
 
+@pytest.mark.slow
 def test_run_name_with_a_path_on_the_command_line():
     r = run_script("train.py", "--model_name=../../outside", "--max_iters=2")
     one_clear_line(r, "model_name='../../outside' is not allowed", "--trained_dir")
 
 
+@pytest.mark.slow
 def test_a_truncated_checkpoint(tmp_path):
     bad = tmp_path / "step_000010.pt"
     bad.write_bytes(b"PK\x03\x04 cut short")
@@ -375,6 +386,7 @@ def test_a_truncated_checkpoint(tmp_path):
     one_clear_line(r, "not a checkpoint written by train.py")
 
 
+@pytest.mark.slow
 def test_ci_fails_when_a_data_test_is_skipped(tmp_path):
     """Under CI=true a test skipped for want of ../shared/data fails the run (tests/conftest.py); elsewhere it is
     a skip."""

@@ -165,6 +165,7 @@ def test_cached_logits_equal_uncached_past_max_seq_len(name):
             assert cached.cache.pos == n - inference.window_start(n, model.cfg.max_seq_len)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_cached_text_equals_uncached(name):
     model = tiny(**CONFIGS[name])
@@ -325,6 +326,7 @@ def _cli(*args):
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_generates_and_shows_tokens_and_the_plan(trained_dir):
     r = _cli("tiny", "Once upon a time", f"--trained_dir={trained_dir}", "--max_len=5", "--temperature=0",
              "--show_tokens", "--show_future")
@@ -337,12 +339,14 @@ def test_cli_generates_and_shows_tokens_and_the_plan(trained_dir):
     assert "t+2..t+3:" in r.stdout and "t+4..t+7:" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_missing_model_is_a_clear_error(trained_dir):
     r = _cli("tiyn", f"--trained_dir={trained_dir}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "no trained model 'tiyn'" in r.stderr and "Did you mean 'tiny'" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_without_a_run_name_says_what_to_give(trained_dir):
     r = _cli(f"--trained_dir={trained_dir}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -364,6 +368,7 @@ def test_cli_in_process(trained_dir, capsys):
     assert "temperature=-1.0 is not allowed" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_notebook_runs(trained_dir, tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "inference.out.ipynb"
@@ -384,6 +389,7 @@ COMPILED = {  # every fs_attention, arrangement, memory rule and head kind, shar
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(COMPILED))
 def test_compiled_decoding_gives_the_same_tokens_past_max_seq_len(name, capsys):
     """The compiled one-token step (static cache, tensor position) writes the tokens and plans of the eager cached

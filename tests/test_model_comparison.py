@@ -5,6 +5,7 @@ the command line and the notebook, on the two tiny runs that train.train() write
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ import model_comparison as mc
 import scoring
 import stats
 import tools
-from config import ModelConfig, TrainConfig
+from config import ModelConfig, TrainConfig, replace
 from modules.model import Model
 
 pytestmark = pytest.mark.skipif(not os.path.exists(tools.SAMPLE_PATH),
@@ -40,6 +41,7 @@ def png_ok(path):
 # ---------------------------------------------------------------- plots
 
 
+@pytest.mark.slow
 def test_plot_curves_writes_png_with_a_line_per_run(runs, tmp_path):
     root, names = runs
     png = tmp_path / "curves.png"
@@ -93,6 +95,7 @@ def test_plot_curves_leaves_out_a_run_still_training(runs, tmp_path):
 # ---------------------------------------------------------------- evaluation
 
 
+@pytest.mark.slow
 def test_evaluate_same_windows_deterministic_and_consistent(runs):
     root, names = runs
     ev = mc.evaluate(names, num_sequences=24, batch_size=10, trained_dir=root)
@@ -113,6 +116,7 @@ def test_evaluate_same_windows_deterministic_and_consistent(runs):
     pd.testing.assert_frame_equal(ev, again, check_exact=False, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_whole_split_matches_the_full_validation_log_row(runs):
     root, names = runs
     ev = mc.evaluate(names, num_sequences=None, batch_size=64, trained_dir=root)
@@ -123,6 +127,7 @@ def test_evaluate_whole_split_matches_the_full_validation_log_row(runs):
         assert ev.loc[name, "targets"] == len(data.val) - 1  # every id but the first is a target once
 
 
+@pytest.mark.slow
 def test_trained_beats_untrained_and_object_models_need_data(runs):
     root, names = runs
     mcfg, tcfg = tools.load_configs("tiny_ff", root)
@@ -149,6 +154,7 @@ def test_evaluate_vocabulary_future_sight(data_cache_dir, fs_loss):
 # ---------------------------------------------------------------- the table
 
 
+@pytest.mark.slow
 def test_summary_table(runs):
     root, names = runs
     table = mc.summary_table(names, trained_dir=root, num_sequences=16)
@@ -186,6 +192,7 @@ def test_summary_table(runs):
 # ---------------------------------------------------------------- per-position printout
 
 
+@pytest.mark.slow
 def test_compare_samples_is_each_runs_own_generation(runs):
     from inference import generate
 
@@ -237,6 +244,7 @@ def run_cli(*args):
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_prints_table_and_writes_png(runs, tmp_path):
     root, names = runs
     png = tmp_path / "cmp.png"
@@ -254,6 +262,7 @@ def test_cli_prints_table_and_writes_png(runs, tmp_path):
     assert all(f"{name} (greedy):\nOnce upon" in r.stdout for name in names)
 
 
+@pytest.mark.slow
 def test_cli_missing_name_and_no_runs(runs, tmp_path, capsys):
     root, _ = runs
     r = run_cli("tiny_fff", f"--trained_dir={root}")
@@ -264,6 +273,7 @@ def test_cli_missing_name_and_no_runs(runs, tmp_path, capsys):
     assert "no trained runs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_notebook_runs(runs, tmp_path):
     papermill = pytest.importorskip("papermill")
     root, names = runs
@@ -273,7 +283,8 @@ def test_notebook_runs(runs, tmp_path):
     assert "parameters" in cells[1]["metadata"].get("tags", []) and "names =" in "".join(cells[2]["source"])
     out = tmp_path / "out.ipynb"
     papermill.execute_notebook(nb, str(out), cwd=tools.REPO_DIR, kernel_name="python3", progress_bar=False,
-                               parameters={"trained_dir": root, "num_sequences": 8, "show_positions": 4})
+                               parameters={"trained_dir": root, "names": names, "num_sequences": 8,
+                                           "show_positions": 4})
     text = out.read_text()
     assert "top5_acc" in text and "image/png" in text and "true next" in text and "95% interval" in text
     assert all(name in text for name in names)
@@ -304,11 +315,12 @@ def seed_runs(tiny_runs, tmp_path_factory, data_cache_dir):
         shutil.copytree(os.path.join(tiny_runs["trained_dir"], "tiny_base"), root / name)
     cfg_path = root / "copy_official" / "train_config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg.update(model_name="copy_official", val_data_path=tools.VALID_SAMPLE_PATH)
+    cfg.update(model_name="copy_official", val_data_path=tools.VALID_SAMPLE_PATH, val_text=None)  # read again
     cfg_path.write_text(json.dumps(cfg))
     return str(root)
 
 
+@pytest.mark.slow
 def test_find_groups(seed_runs):
     names = ["copy_a", "tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1"]
     assert mc.find_groups(names, seed_runs) == {"copy_a": ["copy_a"], "tb": ["tb_s0", "tb_s1", "tb_s2"],
@@ -330,6 +342,7 @@ def test_compare_identical_runs_differ_by_exactly_zero(seed_runs):
     assert "not seed noise" in " ".join(table.attrs["notes"])
 
 
+@pytest.mark.slow
 def test_compare_groups_with_seed_noise_on_the_official_text(seed_runs):
     runs = ["tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1", "copy_a"]
     table = mc.compare(runs, reference="tb_s1", trained_dir=seed_runs, val_data_path=tools.VALID_SAMPLE_PATH)
@@ -356,6 +369,7 @@ def test_compare_groups_with_seed_noise_on_the_official_text(seed_runs):
         mc.compare(runs, reference="nope", trained_dir=seed_runs)
 
 
+@pytest.mark.slow
 def test_compare_paired_pairs_seeds_by_their_recorded_seed(seed_runs, monkeypatch, tmp_path):
     """paired=True hands stats.seed_paired_interval seed k of each side in the same row, whatever order the
     groups list their runs in, and refuses groups whose seeds differ."""
@@ -395,6 +409,7 @@ def test_compare_paired_pairs_seeds_by_their_recorded_seed(seed_runs, monkeypatc
     assert r.returncode == 2 and "pairing needs the same seeds" in r.stderr
 
 
+@pytest.mark.slow
 def test_compare_counts_runs_of_one_seed_once(seed_runs):
     """Runs trained with one seed are not independent draws: a group holding tb_s0 twice over (copy_a is
     another run of seed 0) has the seeds tb_s0/copy_a, tb_s1, tb_s2, each seed's runs averaged window by
@@ -415,6 +430,7 @@ def test_compare_counts_runs_of_one_seed_once(seed_runs):
     assert "share a seed" not in " ".join(plain.attrs["notes"])
 
 
+@pytest.mark.slow
 def test_compare_refuses_runs_scored_on_different_windows(seed_runs):
     """copy_official is the tiny baseline recorded as validated on the official text; copy_a on the sample's
     held-out stories: window by window they cannot be paired, unless both are scored on one text."""
@@ -457,6 +473,7 @@ def test_plot_groups_as_mean_and_band_and_flops_axis(seed_runs, tmp_path):
     mc.plt.close(fig)
 
 
+@pytest.mark.slow
 def test_cli_reference_and_groups(seed_runs, tmp_path):
     png = tmp_path / "cmp.png"
     r = run_cli("tb_s0", "tb_s1", "tb_s2", "copy_a", "copy_b", f"--trained_dir={seed_runs}", f"--out={png}",
@@ -472,17 +489,23 @@ def test_cli_reference_and_groups(seed_runs, tmp_path):
 # ---------------------------------------------------------------- readable by default
 
 
+@pytest.mark.slow
 def test_readable_defaults(seed_runs, tmp_path):
     import shutil
     import time
 
-    # default_names: the README's main runs first when present, then the newest, at most `limit`
+    # default_names: the README's main runs when present, then the run whose recorded start is the latest (file
+    # times say the opposite here, as in a fresh clone where they mean nothing; a run that recorded none is not taken)
     root = tmp_path / "trained"
     root.mkdir()
-    for i, name in enumerate(["old", "futureformer", "newer", "baseline", "newest"]):
+    for i, (name, started) in enumerate([("old", "2026-01-01T00:00:00Z"), ("futureformer", None),
+                                         ("newest", "2026-03-01T00:00:00Z"), ("baseline", None),
+                                         ("newer", "2026-02-01T00:00:00Z"), ("unrecorded", None)]):
         shutil.copytree(os.path.join(seed_runs, "copy_a"), root / name, ignore=shutil.ignore_patterns("scores"))
+        cfg = json.loads((root / name / "train_config.json").read_text())
+        (root / name / "train_config.json").write_text(json.dumps({**cfg, "model_name": name, "started": started}))
         os.utime(root / name / "model.pth", (time.time() + i, time.time() + i))
-    assert mc.default_names(str(root), limit=4) == ["baseline", "futureformer", "newest", "newer"]
+    assert mc.default_names(str(root)) == ["baseline", "futureformer", "newest"]
     # one legend for the figure, outside the axes, however many runs
     fig = mc.plot_curves(["tb_s0", "copy_a", "copy_b"], metrics=("val_ntp_loss", "val_bpb"), trained_dir=seed_runs)
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
@@ -497,6 +520,7 @@ def test_readable_defaults(seed_runs, tmp_path):
     assert r.returncode == 0 and "wall_s" in r.stdout and "fs_periods" in r.stdout
 
 
+@pytest.mark.slow
 def test_a_run_committed_without_weights_compares_from_its_scores(seed_runs, tmp_path):
     import shutil
 
@@ -536,6 +560,7 @@ def test_verdict_says_when_it_leaves_seed_noise_out():
 # ---------------------------------------------------------------- along training
 
 
+@pytest.mark.slow
 def test_checkpoint_scores_follow_training_on_the_whole_split(tmp_path, data_cache_dir):
     """A run trained with checkpoints and a moving average gives, per checkpoint, its last and its averaged
     weights scored on every validation window, and its final weights as the last row; a run without checkpoints
@@ -565,3 +590,56 @@ def test_checkpoint_scores_follow_training_on_the_whole_split(tmp_path, data_cac
     assert "| run | step | weights | ntp_loss | bpb |" in r.stdout and "| te | 10 | last |" in r.stdout and png_ok(png)
     r = run_cli("te_last", "--checkpoints", f"--trained_dir={tmp_path}", f"--out={png}")
     assert r.returncode == 2 and "no checkpoints to score" in r.stderr
+
+
+# ---------------------------------------------------------------- one validation text
+
+
+def test_a_run_records_its_start_and_the_text_it_validated_on(tiny_runs):
+    """The fingerprint recorded while training is the one a run that predates the field gets from its files."""
+    import data
+
+    tcfg = tiny_runs["tiny_base"].train_cfg
+    assert tcfg.val_text.startswith("the held-out 5% of tinystories_sample.txt #") and "#?" not in tcfg.val_text
+    assert data.read_validation_text(tcfg) == tcfg.val_text
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", tcfg.started)
+    official = mc.load_configs("tiny_base", tiny_runs["trained_dir"])[1]
+    assert data.read_validation_text(replace(official, val_data_path=tools.VALID_SAMPLE_PATH)).startswith(
+        "tinystories_valid_sample.txt #")
+
+
+@pytest.mark.slow
+def test_curves_and_tables_never_mix_validation_texts(seed_runs):
+    """copy_a validated on the sample's held-out stories, copy_official on the official excerpt (same weights)."""
+    texts = {n: mc.validation_text_of(n, seed_runs) for n in ("copy_a", "copy_b", "copy_official")}
+    assert texts["copy_a"] == texts["copy_b"] != texts["copy_official"]
+    fig = mc.plot_curves(["copy_a", "copy_official"], metrics=("val_bpb", "lr"), trained_dir=seed_runs)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 3 and titles[2] == "lr"  # one val_bpb panel per text, then lr for both
+    for ax, name in zip(fig.axes[:2], ("copy_a", "copy_official")):
+        assert ax.get_title() == f"val_bpb\nvalidated on {texts[name]}"
+        assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == [name]
+    mc.plt.close(fig)
+    mixed = mc.summary_table(["copy_a", "copy_official"], seed_runs, num_sequences=8)
+    assert "val_bpb" not in mixed.columns and mixed.attrs["eval_text"] == "tinystories_valid_sample.txt"
+    own = mixed[f"val_bpb on {texts['copy_a']}"]
+    assert not pd.isna(own["copy_a"]) and pd.isna(own["copy_official"])
+    assert mixed["eval_bpb"]["copy_a"] == pytest.approx(mixed["eval_bpb"]["copy_official"])  # one text, same weights
+    same = mc.summary_table(["copy_a", "copy_b"], seed_runs, num_sequences=8)
+    assert "val_bpb" in same.columns and same.attrs["eval_text"] == texts["copy_a"]
+
+
+def test_interval_plot_names_its_reference_and_captions_only_what_it_draws():
+    rows = [{"runs": 1, "verdict": "reference", "covers": "", "d_pct": 0.0, "lo_pct": 0.0, "hi_pct": 0.0},
+            {"runs": 1, "verdict": "not resolved", "covers": "windows only", "d_pct": 0.5, "lo_pct": -0.2,
+             "hi_pct": 1.2}]
+    table = pd.DataFrame(rows, index=["base", "ff"])
+    table.attrs["reference"] = "base"
+    fig = mc.plot_comparison(table)
+    title = fig.axes[0].get_title()
+    assert "against base" in title and "windows only" in title and "seeds" not in title.replace("seed noise", "")
+    mc.plt.close(fig)
+    table.loc["ff", "covers"], table.attrs["reference"] = "windows and seeds", "base"
+    title = mc.plot_comparison(table).axes[0].get_title()
+    assert "over windows and seeds" in title and "thin" not in title
+

@@ -672,6 +672,7 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(kw):
     assert (step.float() - logits32).abs().max() < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [{"fs_periods": 0}, {}, {"fs_memory": "causal", "fs_loss": "bce"},
                                 {"fs_attention": "joint", "fs_shared_memory_kv": True},
                                 {"fs_attention": "parallel", "fs_memory": "self"},

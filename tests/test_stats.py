@@ -63,6 +63,7 @@ def test_paired_bootstrap_is_reproducible_and_checks_its_input():
         stats.paired_bootstrap(a[:1], b[:1], counts[:1])
 
 
+@pytest.mark.slow
 def test_group_interval_covers_a_known_seed_spread():
     """Seeds of one configuration differ by a spread of 1% (sd); B is 0.5% worse than A. Each pair of single
     runs has a narrow window interval that misses the truth for many pairs; the group interval covers it
@@ -97,6 +98,7 @@ def test_group_interval_with_single_runs_covers_windows_only():
     assert g["covers"] == "windows and seeds" and g["seed_df"] == 2
 
 
+@pytest.mark.slow
 def test_group_interval_coverage_beats_the_plain_bootstrap_with_few_seeds():
     """The reason group_interval draws seeds from Student's t: with 3 seeds a group, simulated 80 times with
     no true difference, its 95% interval covers 0 at least 88% of the time (95% expected)."""
@@ -120,6 +122,7 @@ def _twins(rng, counts, diff, n, luck=0.028, effect=0.0, pair_noise=0.001):
     return a, b
 
 
+@pytest.mark.slow
 def test_seed_paired_interval_cancels_what_a_pair_shares():
     """Seeds spread by 1%, B is 0.5% worse than A in every pair: unpaired, the spread hides it; paired, it is
     resolved, and the interval covers the truth."""
@@ -149,6 +152,7 @@ def test_seed_paired_interval_cancels_what_a_pair_shares():
         stats.seed_paired_interval(a, b[:2], counts)
 
 
+@pytest.mark.slow
 def test_seed_paired_interval_covers_95_percent_with_three_pairs():
     """No true difference, seeds spread by 1% and pairs by 0.3% of their own: over 80 simulated experiments of 3
     pairs, the 95% interval covers 0 at least 88% of the time; with the pairs' own noise at 0, so that only
@@ -173,6 +177,7 @@ def test_t_quantile_matches_tables():
         stats.t_quantile(1.0, 3)
 
 
+@pytest.mark.slow
 def test_sizing_seeds_and_resolvable_difference():
     # spread 1%, no window noise: n = 2 (t + t)^2 sd^2 / effect^2 with t's at 2n - 2 degrees of freedom
     n = stats.seeds_needed(0.01, 0.01)

@@ -77,6 +77,7 @@ def run_cli(*args, cwd=tools.REPO_DIR):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_bad_overrides_are_clear_errors():
     out = run_cli("--learning_rate=1e-3")
     assert out.returncode == 2 and "unknown option --learning_rate" in out.stderr
@@ -85,6 +86,7 @@ def test_cli_bad_overrides_are_clear_errors():
     assert out.returncode == 2 and "pool_type='avg' is not allowed" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_help_lists_every_field_with_its_default_and_comment():
     import dataclasses
 
@@ -103,6 +105,7 @@ def test_cli_help_lists_every_field_with_its_default_and_comment():
     assert "TrainConfig: data" in text and "--seeds=0,1,2" in text and "--resume=CHECKPOINT" in text
 
 
+@pytest.mark.slow
 def test_cli_flag_given_twice_is_an_error():
     out = run_cli("--dim=64", "--max_iters=3", "--dim=32")
     assert out.returncode == 2 and "--dim is given twice" in out.stderr and "Traceback" not in out.stderr
@@ -110,6 +113,7 @@ def test_cli_flag_given_twice_is_an_error():
         parse_overrides(["--compile", "--compile=false"], ModelConfig, TrainConfig)
 
 
+@pytest.mark.slow
 def test_cli_missing_data_file_is_a_clear_error(tmp_path):
     out = run_cli(f"--data_path={tmp_path / 'nope.txt'}", "--max_iters=2", f"--trained_dir={tmp_path}")
     assert out.returncode == 2 and "nope.txt" in out.stderr and "not found" in out.stderr
@@ -142,6 +146,7 @@ def test_tiny_run_learns_and_writes_its_folder(tiny_runs):
     assert not any("fs_" in c for c in base.columns) and (base["val_loss"] == base["val_ntp_loss"]).all()
 
 
+@pytest.mark.slow
 @needs_sample
 def test_saved_run_reloads_to_identical_logits_and_the_last_row_recomputes(tiny_runs):
     from scoring import evaluate_split
@@ -170,6 +175,7 @@ def test_missing_model_name_lists_the_near_matches(tiny_runs):
         tools.load_model("tiny_f", tiny_runs["trained_dir"])
 
 
+@pytest.mark.slow
 @needs_sample
 def test_runs_are_reproducible_and_never_overwritten(tiny_runs, data_cache_dir, tmp_path):
     mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=2, model_name="tiny_ff")
@@ -198,6 +204,7 @@ def test_runs_are_reproducible_and_never_overwritten(tiny_runs, data_cache_dir, 
         train(mcfg, replace(tcfg, checkpoint_interval=1), save=False, progress=False)
 
 
+@pytest.mark.slow
 @needs_sample
 def test_resume_from_a_checkpoint_gives_the_same_run(data_cache_dir, tmp_path):
     mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=2, dropout_rate=0.1, max_iters=20, eval_interval=5,
@@ -236,6 +243,7 @@ def test_precision_is_chosen_by_the_device_and_its_bf16_units(monkeypatch):
         TrainConfig(precision="fp16")
 
 
+@pytest.mark.slow
 @needs_sample
 def test_a_bf16_run_records_its_precision_keeps_fp32_weights_and_resumes_in_it(data_cache_dir, tmp_path, capsys):
     mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=2, dropout_rate=0.1, max_iters=10, eval_interval=5,
@@ -258,6 +266,7 @@ def test_a_bf16_run_records_its_precision_keeps_fp32_weights_and_resumes_in_it(d
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 @needs_sample
 def test_cli_trains_and_saves(tmp_path, data_cache_dir):
     out = run_cli("--data_path=../shared/data/tinystories_sample.txt", f"--data_cache_dir={data_cache_dir}",
@@ -306,6 +315,7 @@ def test_the_weight_average_is_the_normalized_exponential_average_of_the_steps_w
         assert ema.updates == n and not any(p.requires_grad for p in ema.model.parameters())
 
 
+@pytest.mark.slow
 @needs_sample
 def test_an_averaged_run_trains_the_same_and_logs_saves_and_resumes_its_average(data_cache_dir, tmp_path):
     """ema_decay changes what is evaluated and saved, not the training: the same gradient norms as without it,
@@ -339,6 +349,7 @@ def test_an_averaged_run_trains_the_same_and_logs_saves_and_resumes_its_average(
     assert resumed.log[-1]["val_ntp_loss"] == averaged.log[-1]["val_ntp_loss"]
 
 
+@pytest.mark.slow
 @needs_sample
 def test_an_averaged_run_can_keep_its_last_weights_as_the_plain_run_of_the_same_command(data_cache_dir, tmp_path):
     """ema_save_last writes the last weights as the twin NAME_last: the run the command without ema_decay gives
@@ -363,7 +374,7 @@ def test_an_averaged_run_can_keep_its_last_weights_as_the_plain_run_of_the_same_
         for a, b in zip(model.state_dict().values(), want.state_dict().values(), strict=True):
             assert torch.equal(a, b)
     _, twin_cfg = tools.load_configs("avg_last", str(tmp_path))
-    assert replace(twin_cfg, model_name="plain") == replace(plain.train_cfg)  # a plain run's config, renamed
+    assert replace(twin_cfg, model_name="plain", started=None) == replace(plain.train_cfg, started=None)  # renamed
     assert twin_cfg.ema_decay is None and not twin_cfg.ema_save_last
 
     ckpt = os.path.join(both.path, "checkpoints", "step_000010.pt")  # resumed: both folders end the same
@@ -399,6 +410,7 @@ def test_an_averaged_run_can_keep_its_last_weights_as_the_plain_run_of_the_same_
 # ---------------------------------------------------------------- seeds and equal compute
 
 
+@pytest.mark.slow
 @needs_sample
 def test_seeds_train_one_run_each_as_a_group(tmp_path, data_cache_dir):
     mcfg, tcfg = tiny_configs(data_cache_dir, fs_periods=0, model_name="tb", max_iters=4, eval_interval=2)
@@ -421,6 +433,7 @@ def test_seeds_train_one_run_each_as_a_group(tmp_path, data_cache_dir):
     assert out.returncode == 2 and "--seeds=0,1,2" in out.stderr
 
 
+@pytest.mark.slow
 @needs_sample
 def test_match_flops_gives_a_baseline_the_futureformers_compute(tmp_path, tiny_runs, data_cache_dir, monkeypatch):
     root = tiny_runs["trained_dir"]
@@ -452,6 +465,7 @@ def test_match_flops_gives_a_baseline_the_futureformers_compute(tmp_path, tiny_r
     assert out.returncode == 2 and "no trained model 'no_such_run'" in out.stderr
 
 
+@pytest.mark.slow
 @needs_sample
 def test_a_scheduled_future_sight_weight_follows_the_run_and_the_log_keeps_the_parts_unweighted(data_cache_dir):
     """decay to 0 at half the run: the row after step 2 of 4 was evaluated at the weight of step 2's fraction
@@ -479,6 +493,7 @@ def test_compile_is_automatic_for_long_runs_on_cpu_and_cuda():
     assert will_compile(replace(short, compile=True), "cpu") and not will_compile(replace(long, compile=False), "cpu")
 
 
+@pytest.mark.slow
 @needs_sample
 def test_a_failing_compile_falls_back_to_eager_with_the_same_numbers(tmp_path, data_cache_dir, monkeypatch):
     mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=6, eval_interval=3, dropout_rate=0.1)
@@ -507,6 +522,7 @@ def no_fx_graph_cache():
         yield
 
 
+@pytest.mark.slow
 @needs_sample
 def test_compiled_training_matches_eager(data_cache_dir, capsys, monkeypatch, no_fx_graph_cache):
     """A real compile (tens of seconds): with dropout off, compiled and eager training give the same losses to
@@ -549,6 +565,7 @@ def test_compiled_training_matches_eager(data_cache_dir, capsys, monkeypatch, no
 # ---------------------------------------------------------------- gradient accumulation
 
 
+@pytest.mark.slow
 @needs_sample
 def test_gradient_accumulation_equals_one_big_batch(data_cache_dir):
     """Two micro-batches of 4 and one batch of 8 read the same sequences and reach the same losses and weights
@@ -575,6 +592,7 @@ def _torchrun(nproc, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @needs_sample
 def test_two_processes_equal_one_with_two_micro_batches(tmp_path, data_cache_dir):
     """torchrun with 2 gloo processes of 4 sequences each, and 1 process accumulating 2 micro-batches of 4, read the

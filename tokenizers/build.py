@@ -2,8 +2,8 @@
 
     python tokenizers/build.py bpe_v2 [bpe_v1 ...] [--data_path=PATH] [--val_fraction=0.05] [--out_dir=DIR]
 
-The text is the TRAIN split of a raw TinyStories file (tools.read_stories, then
-tools.split_stories(stories, val_fraction): the last val_fraction of the stories are held out and
+The text is the TRAIN split of a raw TinyStories file (data.read_stories, then
+data.split_stories(stories, val_fraction): the last val_fraction of the stories are held out and
 never seen). Training runs once to the largest size; each smaller size is a prefix of its merges.
 The notebooks tokenizers/<name>/build.ipynb call `build` from this file.
 """
@@ -35,15 +35,16 @@ def _import_by_path(name: str, path: Path):
 load = _import_by_path("futureformer_tokenizers_load", TOKENIZERS_DIR / "load.py")
 
 
-def _tools():
-    """The repo's tools.py (read_stories, split_stories, SAMPLE_PATH), imported when first needed."""
-    return _import_by_path("tools", REPO_DIR / "tools.py")
+def _data():
+    """The repo's data.py (read_stories, split_stories, SAMPLE_PATH), imported by path when first needed: it imports
+    no other file of the repository, so this works from any directory."""
+    return _import_by_path("futureformer_data", REPO_DIR / "data.py")
 
 
 def training_text(data_path: str | Path, val_fraction: float = 0.05) -> tuple[list[str], dict]:
     """(the train stories of `data_path`, a description of them for the model files)."""
-    stories = _tools().read_stories(str(data_path))
-    train, val = _tools().split_stories(stories, val_fraction)
+    stories = _data().read_stories(str(data_path))
+    train, val = _data().split_stories(stories, val_fraction)
     with open(data_path, "rb") as f:
         sha256 = hashlib.sha256(f.read()).hexdigest()
     trained_on = {
@@ -73,7 +74,7 @@ def build(name: str, data_path: str | Path | None = None, val_fraction: float = 
     and write `<size>.json` for the alphabet alone and every size of `sizes` (default bpe.SIZES)
     into `out_dir` (default tokenizers/<name>/models). Returns size -> file written."""
     module = load.tokenizer_module(name)
-    data_path = Path(data_path or _tools().SAMPLE_PATH)
+    data_path = Path(data_path or _data().SAMPLE_PATH)
     out_dir = Path(out_dir or module.MODELS_DIR)
     sizes = sorted(sizes or module.bpe.SIZES)
     start = time.perf_counter()
