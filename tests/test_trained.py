@@ -66,6 +66,15 @@ def test_configs_round_trip(name):
     assert tcfg.model_name == name
 
 
+@pytest.mark.parametrize("name", RUNS)
+def test_the_committed_runs_say_what_they_validated_on(name):
+    """trained/README.md's "validated on" column is what runs.validation_text_of reads from the run's files."""
+    import runs
+
+    row = next(r for r in RESULTS["committed_runs"]["rows"] if r[0] == name)
+    assert row[RESULTS["committed_runs"]["columns"].index("validated on")] == runs.validation_text_of(name)
+
+
 @pytest.mark.slow
 @needs_sample
 @pytest.mark.parametrize("name", RUNS)
