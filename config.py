@@ -38,7 +38,9 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def _bad(field, value, allowed):
-    return ValueError(f"{field}={value!r} is not allowed: {allowed}")
+    shown = repr(value) if not isinstance(value, (list, dict, str)) or len(value) <= 60 else (
+        f"{repr(value)[:60]}...")  # a value read from a damaged file can be megabytes long
+    return ValueError(f"{field}={shown} is not allowed: {allowed}")
 
 
 def _check_choice(field, value, choices):
@@ -248,6 +250,7 @@ class TrainConfig:
     machine: str | None = None        # recorded by train(): the CPU (and its bf16 units) or GPU that trained it
     started: str | None = None        # recorded by train(): when the run started (UTC, ISO 8601)
     val_text: str | None = None       # recorded by train(): what it validated on, a file and its text's fingerprint
+    changes: list | None = None       # recorded by train(): settings changed on resuming, [{"step": s, k: [old, new]}]
     max_iters: int = 1000             # optimizer steps; 1000 x 32 x 256 = 8.2M tokens (docs/training.md: the time)
     eval_interval: int = 100          # steps between evaluations (one log_data.csv row each)
     eval_samples: int = 8             # batches per split per evaluation
@@ -309,6 +312,10 @@ class TrainConfig:
             _check_range("processes", self.processes, lo=1, kind=int)
         if self.tokenize_workers is not None:
             _check_range("tokenize_workers", self.tokenize_workers, lo=1, kind=int)
+        if self.changes is not None and not (isinstance(self.changes, list) and all(
+                isinstance(c, dict) and isinstance(c.get("step"), int) for c in self.changes)):
+            raise _bad("changes", self.changes, "train() records it when a run is resumed with other settings: "
+                       "a list of {'step': N, 'field': [old, new]}")
         if self.warmup_iters is None:
             self.warmup_iters = int(0.05 * self.max_iters)
         if self.final_flat_iters is None:
@@ -319,6 +326,12 @@ class TrainConfig:
             raise _bad("warmup_iters", self.warmup_iters,
                        f"warmup_iters + final_flat_iters ({self.final_flat_iters}) must not exceed "
                        f"max_iters={self.max_iters}")
+
+
+# Settings a resumed run may change (train(resume=..., changes=...), train.py --resume=... --lr_max=...): they steer
+# the optimizer from the checkpoint's step on, and nothing done so far depends on them. After a divergence: resume
+# with a lower lr_max or a tighter grad_clip. The run records each change (TrainConfig.changes).
+RESUMABLE_FIELDS = ("lr_init", "lr_max", "lr_min", "grad_clip", "weight_decay", "checkpoint_interval")
 
 
 def _check_name(field, value) -> None:
@@ -360,7 +373,9 @@ def from_dict(cls, d: dict):
         d = {**{k: v for k, v in d.items() if k != "bf16"}, "precision": None if d["bf16"] is True else "fp32"}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise ValueError(f"unknown {cls.__name__} fields {[u[:40] for u in unknown[:5]]}{more}; "
+                         f"known fields: {sorted(names)}")
     return cls(**d)
 
 

@@ -236,6 +236,13 @@ def _tokenizer_info(tok, name: str, size: int) -> dict:
     return info
 
 
+def tokenizer_fingerprint(tok, name: str, size: int) -> str:
+    """A short hash of what the tokenizer does (a probe text's ids) and of its model file: the same for a tokenizer
+    rebuilt with the same merges, different for any other. Data caches are keyed by it, and a run records it
+    beside its weights (runs.save_model)."""
+    return _tokenizer_info(tok, name, size)["fingerprint"]
+
+
 def _cache_dir(tcfg, source: dict, tok_info: dict) -> str:
     root = os.path.join(REPO_DIR, os.path.expanduser(tcfg.data_cache_dir))  # an absolute path stays as is
     key = hashlib.sha256(json.dumps([CACHE_VERSION, source, tok_info], sort_keys=True).encode())
@@ -432,9 +439,9 @@ def _open_cache(path: str, tok) -> TokenData | None:
         with open(os.path.join(path, "meta.json")) as f:
             meta = json.load(f)
         arrays = {s: np.memmap(os.path.join(path, f"{s}.bin"), dtype=np.uint16, mode="r") for s in SPLITS}
-    except (OSError, ValueError):
-        return None
-    if meta.get("version") != CACHE_VERSION or any(len(arrays[s]) != meta[s]["tokens"] for s in SPLITS):
+        if meta.get("version") != CACHE_VERSION or any(len(arrays[s]) != meta[s]["tokens"] for s in SPLITS):
+            return None
+    except (OSError, ValueError, RecursionError, LookupError, TypeError, AttributeError):  # damaged: rebuilt
         return None
     return TokenData(train=arrays["train"], val=arrays["val"], meta=meta, tokenizer=tok, path=path)
 

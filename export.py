@@ -328,7 +328,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Writing model shards" bar on the terminal
     try:
         export(args.run, args.out_dir, args.trained_dir)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # OSError: FileNotFoundError, FileExistsError, a full disk, a read-only folder
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out_dir}: load it with AutoModelForCausalLM.from_pretrained({args.out_dir!r}) and "
@@ -337,4 +337,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (nothing is half-written: files are replaced whole)
+        print("\nexport.py: interrupted", file=sys.stderr)
+        sys.exit(130)

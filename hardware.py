@@ -116,3 +116,23 @@ def autocast(device: str, precision: str):
     if precision == "bf16":
         return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes of memory a run can still take on `device`: the GPU's free memory on CUDA, else the memory the
+    operating system reports available (/proc/meminfo's MemAvailable, or psutil where installed); None if unknown."""
+    if device == "cuda":
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None

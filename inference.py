@@ -92,4 +92,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (nothing is half-written: files are replaced whole)
+        print("\ninference.py: interrupted", file=sys.stderr)
+        sys.exit(130)

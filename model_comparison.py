@@ -278,7 +278,7 @@ def main(argv=None) -> int:
         try:
             table = checkpoint_scores(names, args.trained_dir, args.val_data_path, args.batch_size, args.device)
             fig = plot_checkpoint_scores(table, out)
-        except (FileNotFoundError, DataSourceError, ValueError) as e:
+        except (OSError, DataSourceError, ValueError) as e:  # OSError: a full disk, a folder not writable
             print(f"error: {e}", file=sys.stderr)
             return 2
         plt.close(fig)
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
                           splits=args.splits.split(",") if args.splits else None, trained_dir=args.trained_dir,
                           groups=groups)
         save_plot(fig, out, any_png=args.out is None)
-    except (FileNotFoundError, DataSourceError, ValueError) as e:
+    except (OSError, DataSourceError, ValueError) as e:  # OSError: a full disk, a folder not writable
         print(f"error: {e}", file=sys.stderr)
         return 2
     plt.close(fig)
@@ -329,4 +329,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (nothing is half-written: files are replaced whole)
+        print("\nmodel_comparison.py: interrupted", file=sys.stderr)
+        sys.exit(130)

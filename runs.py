@@ -13,7 +13,7 @@ The format is described in docs/design.md §7.
 
 import csv
 import hashlib
-import json
+import io
 import os
 import re
 import shutil
@@ -21,11 +21,26 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from config import VOCAB_FS_LOSSES, ModelConfig, TrainConfig, replace, to_dict
-from data import SPLITS, get_tokenizer, read_validation_text
+from config import RESUMABLE_FIELDS, VOCAB_FS_LOSSES, ModelConfig, TrainConfig, from_dict, replace, to_dict
+from data import SPLITS, get_tokenizer, read_validation_text, tokenizer_fingerprint
+from files import (  # noqa: F401  (runs.read_json, runs.DiskFullError, ...: the run folder's own I/O)
+    MAX_CONFIG_BYTES,
+    MAX_JSON_DEPTH,
+    DiskFullError,
+    file_hash,
+    first_line,
+    free_bytes,
+    human_size,
+    json_bytes,
+    json_depth,
+    read_json,
+    read_torch_file,
+    replace_atomically,
+    torch_bytes,
+    write_atomically,
+)
 from hardware import pick_device
 from modules.flops import flops_per_token
 from modules.model import Model
@@ -33,7 +48,9 @@ from modules.model import Model
 REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 
 TRAINED_DIR = os.path.join(REPO_DIR, "trained")
-RUN_FILES = ("model.pth", "model_config.json", "train_config.json", "log_data.csv")
+RUN_FILES = ("model.pth", "model_config.json", "train_config.json", "log_data.csv")  # what every saved run has
+FINGERPRINT = "model_fingerprint.json"  # beside model.pth: its sha256, and the config and tokenizer it was trained on
+SAVED_FILES = (*RUN_FILES, FINGERPRINT)  # what a run saved now has (runs saved before fingerprints: RUN_FILES)
 
 
 def runs_folder(trained_dir: str | None = None) -> str:
@@ -68,21 +85,24 @@ def run_path(name: str, trained_dir: str | None = None) -> str:
     raise FileNotFoundError(f"no trained model {name!r} in {root}.{hint} Runs there: {runs or 'none yet'}")
 
 
-def replace_atomically(path: str, write) -> None:
-    """Write a file through `write(tmp_path)` and move it into place, so that an interrupted write leaves the
-    old file (or none), never a half-written one; the temporary file is removed whatever happens."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
-def write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 
 
 def cpu_state(model) -> dict:
@@ -91,62 +111,66 @@ def cpu_state(model) -> dict:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
+def non_finite(state: dict) -> list[str]:
+    """The names of the floating-point tensors of `state` that hold a NaN or an infinity."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def _names(keys: list[str]) -> str:
+    return f"{', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+
+
 def check_finite(state: dict, what: str) -> None:
     """Refuse to save weights that are not all finite: a NaN written to disk is a run lost."""
-    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = non_finite(state)
     if bad:
         raise FloatingPointError(f"not saving {what}: {len(bad)} tensor(s) hold NaN or infinite values "
-                                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+                                 f"({_names(bad)})")
+
+
 
 
 def save_configs(path: str, mcfg, tcfg) -> None:
     """Write model_config.json and train_config.json into the run folder `path` (created if needed)."""
-    from config import to_dict
-
     os.makedirs(path, exist_ok=True)
     for fname, cfg in (("model_config.json", mcfg), ("train_config.json", tcfg)):
-        replace_atomically(os.path.join(path, fname), lambda tmp, cfg=cfg: write_text(tmp, json.dumps(
-            to_dict(cfg), indent=2) + "\n"))
+        write_atomically(os.path.join(path, fname), json_bytes(to_dict(cfg)))
+
+
+# Fields that change training only, never what trained weights compute (eval mode: logits, predictions, losses
+# unweighted): editing them in model_config.json after training is allowed.
+TRAINING_ONLY_FIELDS = ("dropout_rate", "fs_loss_lambda", "fs_lambda_schedule", "fs_lambda_end", "fs_detach_targets")
 
 
 def save_model(path: str, model, mcfg, tcfg) -> None:
-    """Write model.pth and both configs into the run folder `path` (created if needed); weights that are not
-    all finite are refused (FloatingPointError) and nothing is written."""
+    """Write model.pth and both configs into the run folder `path` (created if needed), and beside model.pth its
+    fingerprint (model_fingerprint.json: the file's sha256, the ModelConfig it was trained with and its tokenizer's
+    fingerprint, which `load_model` checks). model.pth stays a plain state dict of tensors. Weights that are not all
+    finite are refused (FloatingPointError) and nothing is written. Each file is written whole, read back and checked
+    (`write_atomically`) before the next."""
     state = cpu_state(model)
     check_finite(state, os.path.join(path, "model.pth"))
     save_configs(path, mcfg, tcfg)
-    replace_atomically(os.path.join(path, "model.pth"), lambda tmp: torch.save(state, tmp))
-
-
-MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; anything larger is not one
-
-
-def read_json(path: str, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> dict:
-    """A JSON object from a file, checked before anything is built from it: present, at most max_bytes,
-    valid JSON, an object. Every failure is a ValueError (FileNotFoundError if missing) naming the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing: a run folder needs its {what}")
-    size = os.path.getsize(path)
-    if size > max_bytes:
-        raise ValueError(f"{path} is {size:,} bytes, more than the {max_bytes:,} a {what} can be: not a {what}")
+    data = torch_bytes(state)
+    fingerprint = os.path.join(path, FINGERPRINT)
+    if os.path.exists(fingerprint):  # it describes the model.pth about to be replaced
+        os.remove(fingerprint)
+    write_atomically(os.path.join(path, "model.pth"), data)
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text: not a {what}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
-                         f"a damaged {what}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object: not a {what}")
-    return value
+        tokenizer = tokenizer_fingerprint(get_tokenizer(mcfg.tokenizer, mcfg.vocab_len), mcfg.tokenizer, mcfg.vocab_len)
+    except (ValueError, OSError):  # a tokenizer that does not load here: the weights are saved all the same
+        tokenizer = None
+    write_atomically(fingerprint, json_bytes({"weights_sha256": hashlib.sha256(data).hexdigest(),
+                                               "tokenizer_fingerprint": tokenizer, "model_config": to_dict(mcfg)}))
+
+
+
+
 
 
 def load_configs(name: str, trained_dir: str | None = None):
     """(ModelConfig, TrainConfig) of a saved run; a missing, damaged or invalid config file is an error that
     names the file."""
-    from config import ModelConfig, TrainConfig, from_dict
-
     path = run_path(name, trained_dir)
     out = []
     for fname, cls in (("model_config.json", ModelConfig), ("train_config.json", TrainConfig)):
@@ -161,26 +185,72 @@ def load_configs(name: str, trained_dir: str | None = None):
 
 def load_model(name: str, trained_dir: str | None = None, device: str = "cpu"):
     """(model, tokenizer, model_config) of the run trained/<name>/ (or a run folder's path), in eval mode
-    on `device`. The weights load with weights_only=True: a state dict of tensors, no pickled code."""
-    from modules.model import Model
-
+    on `device`. The weights load with weights_only=True: a state dict of tensors, no pickled code. Refused, with
+    a ValueError naming the file: a damaged or cut-short model.pth (`read_torch_file`), a model_config.json edited
+    since training in a field that changes what the model computes, weights replaced since training, weights of
+    another shape, and weights that are not all finite (`check_fingerprint`, `check_weights`)."""
     path = run_path(name, trained_dir)
     mcfg, _ = load_configs(path)
-    model = Model(mcfg)
     file = os.path.join(path, "model.pth")
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{file} is missing: the run has no saved weights (did it finish?)")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, random bytes, pickled code: torch raises several kinds
-        raise ValueError(f"{file} is not a readable model file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "it may be truncated or damaged: train the run again or restore the file") from None
+    fingerprint = read_fingerprint(path)
+    check_fingerprint(fingerprint, mcfg, path)  # before anything is built from the config
+    state = read_torch_file(file, "model file", "train the run again or restore the file")
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise ValueError(f"{file} is not a state dict of tensors")
-    check_weights(state, model.state_dict(), file)
+    with torch.device("meta"):  # the shapes the config gives, without allocating them
+        expected = Model(mcfg).state_dict()
+    check_weights(state, expected, file)
+    bad = non_finite(state)
+    if bad:
+        raise ValueError(f"{file} holds NaN or infinite values in {len(bad)} tensor(s) ({_names(bad)}): these weights "
+                         "cannot generate or be scored; restore the file or train the run again")
+    if fingerprint is not None and file_hash(file) != fingerprint["weights_sha256"]:
+        raise ValueError(f"{file} is not the file that was saved with this run: its sha256 differs from the one "
+                         f"{FINGERPRINT} recorded at training, so the weights were replaced since; restore them (or, "
+                         f"if you replaced them on purpose with weights of this configuration, delete {FINGERPRINT})")
+    tokenizer = get_tokenizer(mcfg.tokenizer, mcfg.vocab_len)
+    if fingerprint is not None and fingerprint.get("tokenizer_fingerprint") not in (
+            None, tokenizer_fingerprint(tokenizer, mcfg.tokenizer, mcfg.vocab_len)):
+        raise ValueError(f"the tokenizer {mcfg.tokenizer} of size {mcfg.vocab_len} is not the one {file} was trained "
+                         f"with (its fingerprint differs from {FINGERPRINT}'s): it was rebuilt or replaced since; "
+                         f"restore tokenizers/{mcfg.tokenizer}/models/{mcfg.vocab_len}.json")
+    model = Model(mcfg)
     model.load_state_dict(state)
     model.to(pick_device(device)).eval()
-    return model, get_tokenizer(mcfg.tokenizer, mcfg.vocab_len), mcfg
+    return model, tokenizer, mcfg
+
+
+def read_fingerprint(path: str) -> dict | None:
+    """The run folder's model_fingerprint.json (see `save_model`), checked; None for a run saved before
+    fingerprints existed."""
+    file = os.path.join(path, FINGERPRINT)
+    if not os.path.isfile(file):
+        return None
+    fp = read_json(file, "weights fingerprint")
+    if not isinstance(fp.get("weights_sha256"), str) or not isinstance(fp.get("model_config"), dict):
+        raise ValueError(f"{file} is not a weights fingerprint (weights_sha256, model_config): a damaged file; "
+                         "restore it, or delete it to load the weights unchecked")
+    try:
+        fp["model_config"] = to_dict(from_dict(ModelConfig, fp["model_config"]))  # fields added since: defaults
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{file}: {e}") from None
+    return fp
+
+
+def check_fingerprint(fingerprint: dict | None, mcfg: ModelConfig, path: str) -> None:
+    """model_config.json must still be the config the weights were trained with (its fingerprint), in every field
+    that changes what the model computes (all but TRAINING_ONLY_FIELDS): a ValueError naming the fields."""
+    if fingerprint is None:
+        return
+    trained, now = fingerprint["model_config"], to_dict(mcfg)
+    changed = [k for k in now if k not in TRAINING_ONLY_FIELDS and trained.get(k) != now[k]]
+    if changed:
+        fields = "; ".join(f"{k}={now[k]!r} (trained with {trained.get(k)!r})" for k in changed[:4])
+        raise ValueError(f"{os.path.join(path, 'model_config.json')} is not the config the weights were trained "
+                         f"with ({FINGERPRINT}): {fields}{'; ...' if len(changed) > 4 else ''}; that changes what "
+                         f"the model computes: put the trained values back")
 
 
 def check_weights(saved: dict, expected: dict, file: str) -> None:
@@ -192,12 +262,15 @@ def check_weights(saved: dict, expected: dict, file: str) -> None:
         parts = ([f"sizes differ (saved vs config): {'; '.join(shapes[:3])}{'; ...' if len(shapes) > 3 else ''}"]
                  if shapes else [])
         parts += [f"{len(missing)} weight(s) missing (e.g. {missing[0]})"] if missing else []
-        parts += [f"{len(extra)} unexpected (e.g. {extra[0]})"] if extra else []
+        parts += [f"{len(extra)} unexpected (e.g. {extra[0][:80]})"] if extra else []
         raise ValueError(f"{file} holds the weights of another configuration than its model_config.json: "
                          + ", ".join(parts))
 
 
 LOG_REQUIRED = ("step", "tokens", "full_val", "val_ntp_loss", "val_bpb")
+MAX_LOG_BYTES = 256 << 20  # a row is about 300 bytes: 800,000 evaluations
+LOG_COLUMN = re.compile(r"step|tokens|flops|global_batch|elapsed_s|tokens_per_s|lr|grad_norm|full_val|"
+                        r"(train|val)_(loss|ntp_loss|bpb|ppl|fs_loss_\d+|fs_target_cos_\d+)")  # `log_columns`
 
 
 def read_log(name: str, trained_dir: str | None = None):
@@ -208,16 +281,31 @@ def read_log(name: str, trained_dir: str | None = None):
     path = os.path.join(run_path(name, trained_dir), "log_data.csv")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: the run has no training log")
+    size = os.path.getsize(path)
+    if size > MAX_LOG_BYTES:
+        raise ValueError(f"{path} is {size:,} bytes, more than the {MAX_LOG_BYTES:,} a training log can be")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw and not raw.endswith(b"\n"):  # train() ends every row with one: a file cut short loses its end
+        raise ValueError(f"{path} is cut short: its last row ends without a newline (a copy or a write that did "
+                         "not finish); restore the file")
     try:
-        log = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a readable CSV log ({type(e).__name__}: {str(e).strip()[:120]})") from None
+        log = pd.read_csv(io.BytesIO(raw), encoding="utf-8")
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise ValueError(f"{path} is not a readable CSV log ({first_line(e)})") from None
     missing = [c for c in LOG_REQUIRED if c not in log.columns]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {missing} every training log has: a damaged log")
+    unknown = [str(c)[:40] for c in log.columns if not LOG_COLUMN.fullmatch(str(c))]
+    if unknown or len(set(log.columns)) != len(log.columns):
+        raise ValueError(f"{path} has a damaged header (column(s) {unknown[:3] or 'named twice'} are none that "
+                         "train() writes): a damaged log")
     text = [c for c in log.columns if len(log) and not pd.api.types.is_numeric_dtype(log[c])]
     if text:
-        raise ValueError(f"{path} holds values that are not numbers in column(s) {text}: a damaged log")
+        raise ValueError(f"{path} holds values that are not numbers in column(s) {text[:5]}: a damaged log")
+    gaps = [c for c in LOG_REQUIRED if log[c].isna().any()]
+    if gaps:
+        raise ValueError(f"{path} has rows without a value in column(s) {gaps}: a damaged log")
     return log
 
 
@@ -242,18 +330,32 @@ def log_columns(mcfg: ModelConfig) -> list[str]:
 
 
 def write_log(path: str, rows: list[dict], columns: list[str]) -> None:
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    replace_atomically(path, write)
+    f = io.StringIO(newline="")
+    writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_atomically(path, f.getvalue().encode())
+
+
+def check_runs_folder(root: str) -> None:
+    """Before a run starts: `root` can hold run folders, that is, it is a folder (or will be created in one) that
+    this process may write in; else a ValueError naming it."""
+    folder = os.path.abspath(root)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"trained_dir={root!r} is not allowed: {folder} is a file, and runs are folders under a "
+                         "folder: name a folder (it is created if missing)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"trained_dir={root!r} is not allowed: {folder} is read-only for this user; name a folder "
+                         "you can write in")
 
 
 def reserve_folder(root: str, name: str | None, default: str) -> str:
     """Create the run folder; never reuse one. A chosen name that exists is an error; the default name
     gets a suffix instead."""
+    check_runs_folder(root)
     os.makedirs(root, exist_ok=True)
     if name is not None:
         path = os.path.join(root, name)
@@ -282,7 +384,7 @@ class Run:
     train_cfg: TrainConfig
     log: list = field(default_factory=list)
     path: str | None = None
-    stopped_at: int | None = None     # the last completed step, when training was interrupted (Ctrl-C)
+    stopped_at: int | None = None     # the last completed step, when training was interrupted (Ctrl-C, SIGTERM, ...)
     resume_from: str | None = None    # the checkpoint written then
     last: "Run | None" = None         # with ema_save_last: the last weights, as a run of their own (NAME_last)
 
@@ -347,14 +449,16 @@ class RunFolder:
         path = reserve_folder(root, tcfg.model_name, default_name(mcfg, num_params))
         tcfg = replace(tcfg, model_name=os.path.basename(path), processes=processes)
         last_path = None
-        if tcfg.ema_save_last:
-            try:
+        try:
+            if tcfg.ema_save_last:
                 last_path = reserve_folder(root, last_weights_config(tcfg).model_name, "")
-            except FileExistsError:
-                shutil.rmtree(path, ignore_errors=True)
-                raise
-            save_configs(last_path, mcfg, last_weights_config(tcfg))
-        save_configs(path, mcfg, tcfg)
+                save_configs(last_path, mcfg, last_weights_config(tcfg))
+            save_configs(path, mcfg, tcfg)
+        except BaseException:  # a taken twin name, a full disk: leave no folder to block the names
+            for p in (path, last_path):
+                if p:
+                    shutil.rmtree(p, ignore_errors=True)
+            raise
         return cls(mcfg, tcfg, path, last_path, new=True)
 
     @classmethod
@@ -364,7 +468,8 @@ class RunFolder:
         checkpoint; the twin's folder goes beside it, and follows it to NAME_from_<step>."""
         given = tcfg.model_name
         path, tcfg = resume_folder(resume, ckpt, tcfg, trained_dir)
-        if not os.path.isfile(os.path.join(path, "train_config.json")) or tcfg.model_name != given:
+        if not os.path.isfile(os.path.join(path, "train_config.json")) or tcfg.model_name != given or \
+                to_dict(tcfg) != ckpt["train_config"]:  # a new folder, or settings changed on resuming
             save_configs(path, mcfg, tcfg)
         last_path = None
         if tcfg.ema_save_last:
@@ -407,6 +512,21 @@ class RunFolder:
         self.write_logs(log, last_log)
 
 
+def check_disk_space(root: str, model, tcfg: TrainConfig, start: int = 0) -> None:
+    """Before the first step: room under `root` for what the run will write (model.pth, and its twin's; a checkpoint
+    every checkpoint_interval steps, each the weights, AdamW's two moments and the averaged weights), or a DiskFullError
+    that says how much is needed. So that a full disk stops a run before it trains, not when it saves."""
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values()) + (1 << 16)
+    checkpoints = (tcfg.max_iters - 1) // tcfg.checkpoint_interval - start // tcfg.checkpoint_interval \
+        if tcfg.checkpoint_interval else 0
+    needed = weights * (1 + tcfg.ema_save_last) + max(0, checkpoints) * weights * (3 + bool(tcfg.ema_decay)) + (1 << 20)
+    free = free_bytes(root)
+    if free is not None and needed > free:
+        raise DiskFullError(os.path.join(root, tcfg.model_name or "<the run>"), needed, False,
+                            what=f"the run would write about {human_size(needed)} (model.pth {human_size(weights)}"
+                                 f"{f' and {checkpoints} checkpoints' if checkpoints else ''}) into")
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -423,7 +543,7 @@ def write_checkpoint(path: str, step: int, model, opt, gen, state: dict, mcfg, t
             "model_config": to_dict(mcfg), "train_config": to_dict(tcfg), **state}
     if torch.cuda.is_available():
         ckpt["cuda_rng"] = torch.cuda.get_rng_state_all()
-    replace_atomically(file, lambda tmp: torch.save(ckpt, tmp))
+    write_atomically(file, torch_bytes(ckpt))
     return file
 
 
@@ -440,25 +560,43 @@ def last_checkpoint(path: str | None) -> str | None:
     return files[-1] if files else None
 
 
+CHECKPOINT_KEYS = {"step": int, "model": dict, "optimizer": dict, "model_config": dict, "train_config": dict,
+                   "log": list}  # what every checkpoint holds, and of which type
+
+
 def load_checkpoint(path: str) -> dict:
-    """A checkpoint written by train(): plain tensors, numbers and dicts, loaded with weights_only=True."""
+    """A checkpoint written by train(): plain tensors, numbers and dicts, loaded with weights_only=True. A file that
+    is damaged, cut short, not a checkpoint, or holds configs that do not load or weights that are not finite is a
+    ValueError naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or not a checkpoint at all
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:120]}); it may be truncated: resume from an earlier one") from None
-    missing = [k for k in ("step", "model", "optimizer", "model_config", "train_config", "log") if k not in ckpt]
-    if not isinstance(ckpt, dict) or missing:
+    ckpt = read_torch_file(path, "checkpoint", "resume from an earlier one")
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a checkpoint written by train.py (it holds a {type(ckpt).__name__})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
         raise ValueError(f"{path} is not a checkpoint written by train.py (missing {missing})")
+    wrong = [k for k, kind in CHECKPOINT_KEYS.items() if not isinstance(ckpt[k], kind) or isinstance(ckpt[k], bool)]
+    if wrong or not all(torch.is_tensor(v) for v in ckpt["model"].values()):
+        raise ValueError(f"{path} is not a checkpoint written by train.py (damaged fields: {wrong or ['model']})")
+    for key, cls in (("model_config", ModelConfig), ("train_config", TrainConfig)):
+        try:
+            from_dict(cls, ckpt[key])
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: its {key} does not load ({e})") from None
+    ema = ckpt.get("ema", {"weights": {}})
+    if not isinstance(ema, dict) or not isinstance(ema.get("weights"), dict):
+        raise ValueError(f"{path} is not a checkpoint written by train.py (damaged fields: ['ema'])")
+    bad = non_finite(ckpt["model"]) + non_finite(ema["weights"])
+    if bad:
+        raise ValueError(f"{path} holds NaN or infinite weights ({_names(bad)}): resume from an earlier checkpoint")
     return ckpt
 
 
 def checkpoint_owner(resume: str, ckpt: dict) -> str | None:
     """The run folder that owns the checkpoint file `resume`: the folder F of F/checkpoints/step_*.pt, when F's own
-    model_config.json and train_config.json are the checkpoint's configs; else None (a checkpoint copied elsewhere,
-    or put into another run's folder)."""
+    model_config.json and train_config.json are the checkpoint's configs (but for the settings a resumed run may
+    change, `_identity`); else None (a checkpoint copied elsewhere, or put into another run's folder)."""
     file = os.path.realpath(resume)
     folder = os.path.dirname(os.path.dirname(file))
     if os.path.basename(os.path.dirname(file)) != "checkpoints" or not re.fullmatch(r"step_\d+\.pt",
@@ -466,11 +604,17 @@ def checkpoint_owner(resume: str, ckpt: dict) -> str | None:
         return None
     for fname, key in (("model_config.json", "model_config"), ("train_config.json", "train_config")):
         try:
-            if read_json(os.path.join(folder, fname), fname) != ckpt[key]:
+            if _identity(read_json(os.path.join(folder, fname), fname)) != _identity(ckpt[key]):
                 return None
         except (OSError, ValueError):
             return None
     return folder
+
+
+def _identity(cfg: dict) -> dict:
+    """A saved config without what a resumed run may change (RESUMABLE_FIELDS, and the record of those changes): a
+    run's checkpoints from before and after such a change belong to the same run."""
+    return {k: v for k, v in cfg.items() if k not in (*RESUMABLE_FIELDS, "changes")}
 
 
 def resume_folder(resume: str, ckpt: dict, tcfg: TrainConfig, trained_dir: str | None) -> tuple[str, TrainConfig]:
@@ -484,16 +628,18 @@ def resume_folder(resume: str, ckpt: dict, tcfg: TrainConfig, trained_dir: str |
     root = os.path.realpath(trained_dir or (os.path.dirname(owner) if owner else runs_folder()))
     if owner is not None and os.path.dirname(owner) == root:
         logged = 0
-        log_file = os.path.join(owner, "log_data.csv")
-        if os.path.isfile(log_file):
-            with open(log_file, newline="") as f:
-                steps = [int(float(r["step"])) for r in csv.DictReader(f) if r.get("step")]
-            logged = max(steps, default=0)
+        if os.path.isfile(os.path.join(owner, "log_data.csv")):
+            try:
+                log = read_log(owner)
+                logged = int(log["step"].max()) if len(log) else 0
+            except ValueError:  # a damaged log: keep it as it is, and go on elsewhere
+                logged = None
         finished = os.path.isfile(os.path.join(owner, "model.pth"))
-        if not finished and logged <= ckpt["step"]:
+        if not finished and logged is not None and logged <= ckpt["step"]:
             return owner, tcfg
         why = (f"{owner} {'finished' if finished else f'has logged up to step {logged}'}, past the checkpoint's step "
-               f"{ckpt['step']}: it is left as it is")
+               f"{ckpt['step']}: it is left as it is") if logged is not None or finished else (
+            f"{os.path.join(owner, 'log_data.csv')} is damaged: {owner} is left as it is")
     elif owner is not None:
         why = f"the checkpoint's run folder {owner} is not in the runs folder {root}"
     elif os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(resume))), "train_config.json")):
@@ -507,7 +653,7 @@ def resume_folder(resume: str, ckpt: dict, tcfg: TrainConfig, trained_dir: str |
     return new, replace(tcfg, model_name=os.path.basename(new))
 
 
-# ---------------------------------------------------------------- naming runs, their FLOPs, their scores
+# ---------------------------------------------------------------- naming runs, their FLOPs, their validation text
 
 
 SEED_SUFFIX = re.compile(r"^(?P<group>.+)_s\d+$")  # NAME_s0, NAME_s1, ...: seeds of one configuration
@@ -551,57 +697,3 @@ def validation_text_of(name: str, trained_dir: str | None = None) -> str:
     run trained before that field existed, its configured validation text read again (data.read_validation_text)."""
     tcfg = load_configs(name, trained_dir)[1]
     return tcfg.val_text or read_validation_text(tcfg)
-
-
-SCORES_VERSION = 1  # bump when score_windows changes what it stores: cached scores are then recomputed
-
-
-def file_hash(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class NoWeights:
-    """A run committed without its model.pth: its config, and scores cached in its folder (see cached_scores)."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-
-def cached_scores(name, trained_dir, model, inputs, targets, topk, score) -> dict:
-    """The per-window scores of a saved run, `score()` (scoring.score_windows on these windows), kept in
-    <run>/scores/ (git-ignored unless committed with the run): one file per set of windows (a hash of their tokens,
-    which fixes the validation text, tokenizer, window length and selection) and topk, holding the hash of the
-    model.pth it scored. Scoring twenty runs again costs nothing; a retrained run (another model.pth) is scored
-    afresh; and a run committed with its scores but without its weights (to keep a clone small) is compared from
-    its scores alone (model: a NoWeights)."""
-    run = run_path(name, trained_dir)
-    folder = os.path.join(run, "scores")
-    key = hashlib.sha256(json.dumps([SCORES_VERSION, hashlib.sha256(inputs.numpy().tobytes()).hexdigest(),
-                                     hashlib.sha256(targets.numpy().tobytes()).hexdigest(),
-                                     list(topk)]).encode()).hexdigest()[:20]
-    path = os.path.join(folder, f"{key}.npz")
-    weights = os.path.join(run, "model.pth")
-    current = file_hash(weights) if os.path.isfile(weights) else None
-    if os.path.isfile(path):
-        try:
-            with np.load(path) as f:
-                scored = str(f["weights_sha256"]) if "weights_sha256" in f.files else ""
-                cached = {k: f[k] if f[k].ndim else float(f[k]) for k in f.files if k != "weights_sha256"}
-            if current is None or scored == current:
-                return cached
-        except (OSError, ValueError, EOFError):  # unreadable (e.g. cut short): score again and replace it
-            pass
-    if isinstance(model, NoWeights):
-        raise FileNotFoundError(f"{name} has no model.pth and no scores for these windows in {folder}: compare it "
-                                "on the windows it was scored on (its own validation text), or restore its weights")
-    scores = score()
-    os.makedirs(folder, exist_ok=True)
-    def write(tmp):
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-            np.savez(f, weights_sha256=current, **scores)
-    replace_atomically(path, write)
-    return scores

@@ -4,6 +4,8 @@ precision."""
 
 import functools
 import hashlib
+import io
+import json
 import math
 import os
 
@@ -13,12 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from batches import eval_batches, get_batch
-from config import ModelConfig, TrainConfig, replace
+from config import ModelConfig, TrainConfig, from_dict, replace, to_dict
 from data import SPLITS, bits_per_byte, get_data
 from dist import Dist
+from files import file_hash, first_line, write_atomically
 from hardware import pick_device
 from modules.model import Model
-from runs import NoWeights, cached_scores, load_configs, load_model, run_path
+from runs import load_configs, load_model, read_log, run_path
 
 
 def loss_metrics(parts: dict, prefix: str, bytes_per_token: float) -> dict:
@@ -80,6 +83,77 @@ def evaluate_split(model, data, split: str, mcfg: ModelConfig, batch_size: int, 
     keys = sorted(set().union(*dist.gather(sorted(sums))))  # every process adds the same parts, in one order
     *totals, count = dist.sum([sums.get(k, 0.0) for k in keys] + [count])
     return {k: v / count for k, v in zip(keys, totals)}
+
+
+# ---------------------------------------------------------------- scores cached in the run folder (<run>/scores/)
+
+
+SCORES_VERSION = 1  # bump when score_windows changes what it stores: cached scores are then recomputed
+
+
+
+
+class NoWeights:
+    """A run committed without its model.pth: its config, and scores cached in its folder (see cached_scores)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+
+def cached_scores(name, trained_dir, model, inputs, targets, topk, score) -> dict:
+    """The per-window scores of a saved run, `score()` (scoring.score_windows on these windows), kept in
+    <run>/scores/ (git-ignored unless committed with the run): one file per set of windows (a hash of their tokens,
+    which fixes the validation text, tokenizer, window length and selection) and topk, holding the hash of the
+    model.pth it scored. Scoring twenty runs again costs nothing; a retrained run (another model.pth) is scored
+    afresh; and a run committed with its scores but without its weights (to keep a clone small) is compared from
+    its scores alone (model: a NoWeights)."""
+    run = run_path(name, trained_dir)
+    folder = os.path.join(run, "scores")
+    key = hashlib.sha256(json.dumps([SCORES_VERSION, hashlib.sha256(inputs.numpy().tobytes()).hexdigest(),
+                                     hashlib.sha256(targets.numpy().tobytes()).hexdigest(),
+                                     list(topk)]).encode()).hexdigest()[:20]
+    path = os.path.join(folder, f"{key}.npz")
+    weights = os.path.join(run, "model.pth")
+    current = file_hash(weights) if os.path.isfile(weights) else None
+    damaged = None
+    if os.path.isfile(path):
+        try:
+            scored, cached = read_scores(path, model.cfg, len(inputs), topk)
+            if current is None or scored == current:
+                return cached
+        except ValueError as e:  # damaged (e.g. cut short): score again and replace it
+            damaged = str(e)
+    if isinstance(model, NoWeights):
+        raise FileNotFoundError(damaged or f"{name} has no model.pth and no scores for these windows in {folder}: "
+                                "compare it on the windows it was scored on (its own validation text), or restore "
+                                "its weights")
+    scores = score()
+    os.makedirs(folder, exist_ok=True)
+    buf = io.BytesIO()  # a file object: np.savez would append .npz to a name
+    np.savez(buf, weights_sha256=current, **scores)
+    write_atomically(path, buf.getvalue())
+    return scores
+
+
+def read_scores(path: str, mcfg: ModelConfig, windows: int, topk) -> tuple[str, dict]:
+    """(sha256 of the weights scored, scores) of a file `cached_scores` wrote, checked against what `score_windows`
+    gives for this model, these windows and topk: every array present, one number per window. Anything else
+    (a file cut short, a byte changed: zip checks its CRC-32, a foreign file) is a ValueError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = set(f.files)
+            scored = str(f["weights_sha256"]) if "weights_sha256" in files else ""
+            cached = {k: f[k] if f[k].ndim else float(f[k]) for k in files if k != "weights_sha256"}
+    except Exception as e:  # BadZipFile, EOFError, OSError, ValueError: whatever a damaged file makes numpy raise
+        raise ValueError(f"the cached scores {path} are not readable ({first_line(e)})") from None
+    per_window = ["nll", "targets", *(f"top{k}" for k in topk),
+                  *(f"{x}_{k}" for k in range(1, mcfg.fs_periods + 1) for x in ("fs_cos", "fs_n"))]
+    numbers = [f"fs_loss_{k}" for k in range(1, mcfg.fs_periods + 1)]
+    if set(cached) != set(per_window + numbers) or any(
+            np.shape(cached[k]) != (windows,) or not np.issubdtype(np.asarray(cached[k]).dtype, np.number)
+            for k in per_window):
+        raise ValueError(f"the cached scores {path} are not the scores of these windows (other arrays or lengths)")
+    return scored, cached
 
 
 # ---------------------------------------------------------------- teacher-forced scores of fixed windows
@@ -305,13 +379,19 @@ def checkpoint_scores(names, trained_dir: str | None = None, val_data_path: str 
         models, where = {}, pick_device(device)
         for file in files:
             ckpt = load_checkpoint(file)
+            theirs = from_dict(TrainConfig, ckpt["train_config"])  # a run's identity: its model, seed, start time
+            if to_dict(from_dict(ModelConfig, ckpt["model_config"])) != to_dict(mcfg) or any(
+                    None not in (getattr(theirs, k), getattr(tcfg, k)) and getattr(theirs, k) != getattr(tcfg, k)
+                    for k in ("seed", "started")):
+                raise ValueError(f"{file} is not a checkpoint of the run {name} (its config, seed or start time "
+                                 f"differ): move it out of {os.path.dirname(file)}")
             for kind, state in (("last", ckpt["model"]), ("average", ckpt.get("ema", {}).get("weights"))):
                 if state is not None:
                     model = Model(mcfg)
                     model.load_state_dict(state)
                     models[(ckpt["step"], kind)] = model.to(where).eval()
         if os.path.isfile(os.path.join(path, "model.pth")):
-            step = int(pd.read_csv(os.path.join(path, "log_data.csv"))["step"].iloc[-1])
+            step = int(read_log(path)["step"].iloc[-1])
             models[(step, "average" if tcfg.ema_decay else "last")] = load_model(name, trained_dir, device)[0]
         data = _eval_data(name, trained_dir, mcfg, val_data_path)
         labels = {key: f"{name}@{key[0]}:{key[1]}" for key in models}

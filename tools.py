@@ -30,6 +30,7 @@ from hardware import autocast, machine_name, pick_device, pick_precision  # noqa
 from runs import (  # noqa: F401
     REPO_DIR,
     RUN_FILES,
+    SAVED_FILES,
     TRAINED_DIR,
     list_runs,
     load_configs,

@@ -30,19 +30,28 @@ pre-clipping norm since the last row), full_val (1 on the last row) and, for spl
 """
 
 import os
+import shlex
+import signal
 import sys
 
 from config import ModelConfig, TrainConfig, parse_overrides
 from data import DataSourceError
-from runs import run_flops
-from trainer import match_flops, train, train_seeds  # noqa: F401  (train.ipynb and scripts: from train import train)
+from runs import DiskFullError, run_flops
+from trainer import (  # noqa: F401  (train.ipynb and scripts: from train import train)
+    Stopped,
+    launcher,
+    match_flops,
+    train,
+    train_seeds,
+)
 
 # ---------------------------------------------------------------- command line
 
 
 OPTIONS = {  # train.py's options that are not config fields, for --help
     "--trained_dir=PATH": "where run folders go (default: trained/)",
-    "--resume=CHECKPOINT": "continue a run from trained/NAME/checkpoints/step_*.pt, with its configs",
+    "--resume=CHECKPOINT": "continue a run from trained/NAME/checkpoints/step_*.pt, with its configs (learning "
+                           "rates, grad_clip, weight_decay and checkpoint_interval may be given anew)",
     "--seeds=0,1,2": "train once per seed, as NAME_s0, NAME_s1, ... (recorded as the group NAME)",
     "--match_flops=RUN": "set max_iters so that training costs RUN's training FLOPs",
     "-h, --help": "this list",
@@ -64,14 +73,25 @@ def main(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         print(usage())
         return 0
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    old = {n: signal.signal(getattr(signal, n), _stop) for n in names}  # outside training (train() takes them
+    try:                                                                 # over there): one line, no traceback
+        return _main(argv)
+    finally:
+        for n, handler in old.items():
+            signal.signal(getattr(signal, n), handler)
+
+
+def _main(argv: list[str]) -> int:
+    first = int(os.environ.get("RANK", "0")) == 0  # under torchrun, the first process reports
     try:
         (m_over, t_over), extra = parse_overrides(argv, ModelConfig, TrainConfig,
                                                   extra={"trained_dir": str, "resume": str, "seeds": str,
                                                          "match_flops": str})
         if extra.get("resume"):
-            if m_over or t_over or extra.get("seeds") or extra.get("match_flops"):
-                raise ValueError("--resume continues a run with the configs of its checkpoint; drop the other "
-                                 f"settings ({sorted(m_over) + sorted(t_over) + sorted(set(extra) - {'resume'})})")
+            if extra.get("seeds") or extra.get("match_flops"):
+                raise ValueError("--resume continues one run with the configs of its checkpoint: drop "
+                                 f"{sorted(set(extra) - {'resume', 'trained_dir'})}")
             mcfg = tcfg = None
         else:
             mcfg, tcfg = ModelConfig(**m_over), TrainConfig(**t_over)
@@ -89,27 +109,47 @@ def main(argv: list[str]) -> int:
             tcfg = match_flops(mcfg, tcfg, extra["match_flops"], extra.get("trained_dir"))
             print(f"--match_flops={extra['match_flops']}: {tcfg.max_iters} steps "
                   f"({run_flops(extra['match_flops'], extra.get('trained_dir')):.4g} FLOPs)")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"train.py: {e}", file=sys.stderr)
-        return 2
-    try:
         if seeds is not None:
-            runs = train_seeds(mcfg, tcfg, seeds, trained_dir=extra.get("trained_dir"))
+            given = {**m_over, **t_over, **{k: v for k, v in extra.items() if k == "trained_dir"}}
+            if extra.get("match_flops"):
+                given["max_iters"] = tcfg.max_iters
+            command = " ".join([launcher(int(os.environ.get("WORLD_SIZE", "1"))), *(
+                shlex.quote(f"--{k}={_text(v)}") for k, v in given.items() if k not in ("model_name", "seed"))])
+            runs = train_seeds(mcfg, tcfg, seeds, trained_dir=extra.get("trained_dir"), command=command)
         else:
-            runs = [train(mcfg, tcfg, trained_dir=extra.get("trained_dir"), resume=extra.get("resume"))]
+            runs = [train(mcfg, tcfg, trained_dir=extra.get("trained_dir"), resume=extra.get("resume"),
+                          changes={**m_over, **t_over} if extra.get("resume") else None)]
     except (DataSourceError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk (DiskFullError says what it needs), a read-only or missing folder, ...
+        print(f"train.py: {e if isinstance(e, DiskFullError) or not e.filename else f'{e.strerror}: {e.filename}'}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:  # a second Ctrl-C, SIGTERM, SIGHUP (Stopped: says what was saved), or a first
+        if first:                   # one before training began
+            print(f"\ntrain.py: {e if str(e) else 'interrupted (Ctrl-C) before training began: nothing was saved'}",
+                  file=sys.stderr)
+        return 130
     if runs[-1].stopped_at is not None:
         return 130  # interrupted: train() said where the checkpoint is and how to resume
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0  # under torchrun, the first process reports
+    if not first:
+        return 0
     for run, what in [(r, w) for one in runs for r, w in ((one, ""), (one.last, "the last weights ")) if r]:
         last = run.log[-1]
         print(f"saved {what}to {run.path}\nvalidation (whole validation split): NTP loss {last['val_ntp_loss']:.4f}, "
               f"{last['val_bpb']:.4f} bits per byte, perplexity {last['val_ppl']:.2f}; "
               f"{last['tokens_per_s']:,.0f} training tokens/s")
     return 0
+
+
+def _stop(signum, frame):
+    raise Stopped(f"{signal.Signals(signum).name}: stopped; no training step was under way")
+
+
+def _text(value) -> str:
+    """A setting as --key=value writes it."""
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 if __name__ == "__main__":

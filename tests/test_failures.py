@@ -166,12 +166,11 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_tmp(tmp_path, monkeypat
     tools.save_model(str(tmp_path), model, model.cfg, TrainConfig())
     before = (tmp_path / "model.pth").read_bytes()
 
-    def dies_half_way(obj, f, *args, **kwargs):
-        with open(f, "wb") as out:
-            out.write(b"half a file")
+    def dies_half_way(fd):  # the file is written, not yet on the disk: Ctrl-C
+        os.ftruncate(fd, 11)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", dies_half_way)
+    monkeypatch.setattr(os, "fsync", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
         tools.save_model(str(tmp_path), model, model.cfg, TrainConfig())
     assert (tmp_path / "model.pth").read_bytes() == before

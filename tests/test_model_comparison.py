@@ -20,6 +20,7 @@ import stats
 import tools
 from config import ModelConfig, TrainConfig, replace
 from modules.model import Model
+from runs import FINGERPRINT
 
 pytestmark = pytest.mark.skipif(not os.path.exists(tools.SAMPLE_PATH),
                                 reason=f"no TinyStories sample at {tools.SAMPLE_PATH}")
@@ -536,8 +537,12 @@ def test_a_run_committed_without_weights_compares_from_its_scores(seed_runs, tmp
     assert table.loc["tb_s1", "params"] == table.loc["tb_s0", "params"] and table["eval_bpb"].notna().all()
     with pytest.raises(FileNotFoundError, match="tb_s1 has no model.pth and no scores for these windows"):
         mc.compare(["tb_s0", "tb_s1"], groups=apart, trained_dir=str(root), val_data_path=tools.VALID_SAMPLE_PATH)
-    # weights that changed since the scores were cached are scored afresh
+    # another run's weights put in its place are refused (its fingerprint records the weights it saved); replaced
+    # on purpose (the fingerprint removed, as the message says), they are scored afresh
     shutil.copy(os.path.join(seed_runs, "tb_s2", "model.pth"), root / "tb_s1" / "model.pth")
+    with pytest.raises(ValueError, match="is not the file that was saved with this run"):
+        mc.evaluate(["tb_s1"], trained_dir=str(root))
+    os.remove(root / "tb_s1" / FINGERPRINT)
     fresh = mc.evaluate(["tb_s1"], trained_dir=str(root))
     assert fresh.loc["tb_s1", "ntp_loss"] != first.loc["b", "ntp_loss"]
     assert fresh.loc["tb_s1", "ntp_loss"] == pytest.approx(mc.evaluate(["tb_s2"], trained_dir=seed_runs).loc[

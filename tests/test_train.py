@@ -128,7 +128,7 @@ def test_tiny_run_learns_and_writes_its_folder(tiny_runs):
     run = tiny_runs["tiny_ff"]
     assert isinstance(run, Run) and os.path.basename(run.path) == "tiny_ff"
     written = sorted(f for f in os.listdir(run.path) if f != "scores")  # scores/: model_comparison's cache
-    assert written == sorted(tools.RUN_FILES)
+    assert written == sorted(tools.SAVED_FILES)
     log = tools.read_log("tiny_ff", tiny_runs["trained_dir"])
     assert list(log.columns) == log_columns(run.model_cfg)
     assert "val_fs_loss_2" in log.columns and "val_fs_target_cos_1" in log.columns
@@ -198,7 +198,7 @@ def test_runs_are_reproducible_and_never_overwritten(tiny_runs, data_cache_dir, 
     unsaved = train(mcfg, tcfg, save=False, progress=False)
     assert unsaved.path is None
     path = save_run(unsaved, str(tmp_path), model_name="later")
-    assert sorted(os.listdir(path)) == sorted(tools.RUN_FILES)
+    assert sorted(os.listdir(path)) == sorted(tools.SAVED_FILES)
     assert tools.load_configs("later", str(tmp_path))[1].model_name == "later" == unsaved.train_cfg.model_name
     with pytest.raises(ValueError, match="needs save=True"):
         train(mcfg, replace(tcfg, checkpoint_interval=1), save=False, progress=False)
@@ -223,7 +223,7 @@ def test_resume_from_a_checkpoint_gives_the_same_run(data_cache_dir, tmp_path):
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
         assert torch.equal(a, b)
     assert resumed.log[-1]["val_ntp_loss"] == straight.log[-1]["val_ntp_loss"]
-    assert sorted(os.listdir(resumed.path)) == sorted(tools.RUN_FILES) and os.listdir(resumed_dir) == ["checkpoints"]
+    assert sorted(os.listdir(resumed.path)) == sorted(tools.SAVED_FILES) and os.listdir(resumed_dir) == ["checkpoints"]
     with pytest.raises(ValueError, match="differs from the checkpoint"):
         train(mcfg, replace(tcfg, lr_max=1e-3), resume=ckpt, progress=False)
 
@@ -404,7 +404,7 @@ def test_an_averaged_run_can_keep_its_last_weights_as_the_plain_run_of_the_same_
     assert unsaved.last.path is None and unsaved.last.train_cfg.model_name is None
     save_run(unsaved, str(tmp_path), model_name="later")
     assert unsaved.last.path == str(tmp_path / "later_last") and unsaved.last.train_cfg.model_name == "later_last"
-    assert sorted(os.listdir(unsaved.last.path)) == sorted(tools.RUN_FILES)
+    assert sorted(os.listdir(unsaved.last.path)) == sorted(tools.SAVED_FILES)
 
 
 # ---------------------------------------------------------------- seeds and equal compute

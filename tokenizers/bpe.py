@@ -42,6 +42,9 @@ FORMAT = "futureformer-char-bpe-1"  # the "format" field of a model file
 MODEL_FIELDS = {"name": str, "vocab_len": int, "specials": dict, "pattern": (str, type(None)), "trained_on": dict,
                 "alphabet": list, "merges": list}  # what a model file holds, and of which type
 MAX_MODEL_BYTES = 64 << 20  # an 8192-token model is about 200 KB
+MAX_VOCAB = 65_533  # ids (and bos, eos, pad after them) must fit the uint16 token cache
+MAX_TOKEN_CHARS = 1 << 24  # all tokens together; the 8192-token models hold about 100,000 characters
+MAX_JSON_DEPTH = 8  # a model file nests 3 levels (the merges); anything deeper is not one
 
 _SHIFT = 20  # a pair (a, b) is keyed as a << _SHIFT | b while training (ids below 2**20)
 _CACHE_LIMIT = 1 << 20  # pieces kept in an encoder's cache before it starts afresh
@@ -161,10 +164,23 @@ class Tokenizer:
 
         if len(set(self.alphabet)) != len(self.alphabet) or any(len(c) != 1 for c in self.alphabet):
             raise ValueError("the alphabet must be distinct single characters")
-        self._tokens = list(self.alphabet)  # id -> string
+        if self.vocab_len > MAX_VOCAB:
+            raise ValueError(f"{self.vocab_len:,} tokens are more than the {MAX_VOCAB:,} the token cache can hold")
+        # Every token's length first, as numbers: merges that chain (each joining the previous token) would
+        # build strings whose total length grows with the square of the chain, or doubles at each merge; so the
+        # strings are built only when all of them together stay within MAX_TOKEN_CHARS.
+        lengths, total = [1] * len(self.alphabet), len(self.alphabet)
         for new, (a, b) in enumerate(self.merges, len(self.alphabet)):
             if not (0 <= a < new and 0 <= b < new):
                 raise ValueError(f"merge {new - len(self.alphabet)}: ({a}, {b}) uses an undefined id")
+            lengths.append(lengths[a] + lengths[b])
+            total += lengths[-1]
+            if total > MAX_TOKEN_CHARS:
+                raise ValueError(f"merge {new - len(self.alphabet)}: ({a}, {b}) brings the tokens' length, all "
+                                 f"together, past {MAX_TOKEN_CHARS:,} characters: merges that chain like these are "
+                                 "not a tokenizer, and would fill the memory")
+        self._tokens = list(self.alphabet)  # id -> string
+        for a, b in self.merges:
             self._tokens.append(self._tokens[a] + self._tokens[b])
         self._alphabet_set = frozenset(self.alphabet)
         # Token ids written as characters, chr(id), so that applying a merge to a whole text is
@@ -194,6 +210,10 @@ class Tokenizer:
             model = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path} is not a JSON tokenizer model file ({type(e).__name__}: {e})") from None
+        except (RecursionError, ValueError) as e:  # nested past Python's limit; an integer too long to convert
+            raise ValueError(f"{path} is not a tokenizer model file ({type(e).__name__})") from None
+        if _depth(model) > MAX_JSON_DEPTH:
+            raise ValueError(f"{path} nests deeper than {MAX_JSON_DEPTH} levels: not a tokenizer model file")
         if not isinstance(model, dict) or model.get("format") != FORMAT:
             raise ValueError(f"{path} is not a tokenizer model file of format {FORMAT!r}")
         for key, kind in MODEL_FIELDS.items():
@@ -207,7 +227,7 @@ class Tokenizer:
         try:
             tokenizer = cls(model["alphabet"], model["merges"], model["pattern"], model["name"],
                             model["trained_on"])
-        except (ValueError, TypeError, regex.error) as e:
+        except (ValueError, TypeError, OverflowError, regex.error) as e:
             raise ValueError(f"{path}: {e}") from None
         if tokenizer.vocab_len != model["vocab_len"] or model["specials"] != tokenizer._specials():
             raise ValueError(f"{path}: vocab_len or specials do not match its alphabet and merges")
@@ -317,6 +337,17 @@ class Tokenizer:
                 break
             s = s.replace(self._merge_strs[new - len(self.alphabet)][0], chr(new))
         return tuple(map(ord, s))
+
+
+def _depth(value) -> int:
+    """How deeply lists and dicts nest in a JSON value (0 for a number or a string), without recursion."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return depth
 
 
 class _PieceCache(dict):
