@@ -43,6 +43,7 @@ from runs import (
     seed_names,
 )
 from scoring import estimate, evaluate_split, loss_metrics
+from stopping import StopFlag, Stopped, say  # noqa: F401  (trainer.Stopped: train.py's name)
 
 # ---------------------------------------------------------------- the loop
 
@@ -73,7 +74,7 @@ def train(model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = 
     if save and int(os.environ.get("RANK", "0")) == 0:
         check_runs_folder(runs_folder(trained_dir))  # before the data loads: the run could not be saved
     dist = Dist.from_env(device)  # one process, unless started by torchrun
-    stop = _StopFlag(dist)
+    stop = StopFlag(dist)
     try:
         with stop:
             return _train(mcfg, tcfg, ckpt, resume, trained_dir, save, data, progress, device, dist, stop)
@@ -372,10 +373,10 @@ def _train(mcfg, tcfg, ckpt, resume, trained_dir, save, data, progress, device, 
             return run
         if folder.path:
             run.resume_from = file
-            _say(f"\ninterrupted after step {done} of {tcfg.max_iters}: checkpoint saved to {file}, log so far in "
+            say(f"\ninterrupted after step {done} of {tcfg.max_iters}: checkpoint saved to {file}, log so far in "
                  f"{os.path.join(folder.path, 'log_data.csv')}. Continue with:\n  {resume_command(file, dist.world)}")
         else:
-            _say(f"\ninterrupted after step {done} of {tcfg.max_iters}: nothing is saved (save=False); "
+            say(f"\ninterrupted after step {done} of {tcfg.max_iters}: nothing is saved (save=False); "
                  "save_run(run) keeps the model as it is")
         return run
     try:
@@ -452,80 +453,12 @@ class NonFiniteError(FloatingPointError):
         self.step, self.checkpoint = step, checkpoint
 
 
-class Stopped(KeyboardInterrupt):
-    """Training was stopped at once (a second Ctrl-C, SIGTERM or SIGHUP, or one before training began); the
-    message says what was saved and how to go on."""
 
 
-def _say(message: str) -> None:
-    """A line on stderr, if there is still somewhere to write it."""
-    try:
-        print(message, file=sys.stderr)
-    except OSError:
-        pass
 
 
-def _detach_terminal() -> None:
-    """Point stdout and stderr that go to a terminal at /dev/null (a SIGHUP: the terminal has closed), so that the
-    progress bar and the last messages cannot fail the run before it checkpoints."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream.isatty():
-                stream.flush()
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-        except (OSError, ValueError):
-            pass
 
 
-class _StopFlag:
-    """Ctrl-C (SIGINT), SIGTERM and SIGHUP during training set the flag instead of interrupting: the loop finishes
-    its step, checkpoints it and stops. A second signal, or one before the loop is armed (while data loads), stops at
-    once (`Stopped`). Only in the main thread (signals are delivered there); elsewhere they keep their usual effect.
-    Under torchrun, which passes a signal it gets on to every worker once, each worker does the same."""
-
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-    def __init__(self, dist=None):
-        self.set, self.armed, self._old = False, False, {}
-        self.main = dist is None or dist.is_main
-
-    def __bool__(self):
-        return self.set
-
-    def arm(self) -> None:
-        self.armed = True
-
-    def _handler(self, signum, frame):
-        import signal
-
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        if name == "SIGHUP":  # the terminal is gone: writing to it would fail (EIO) and end the run uncheckpointed
-            _detach_terminal()
-        if not self.armed:
-            raise Stopped(f"{name} before training began: stopped, nothing was saved")
-        if self.set:
-            raise Stopped(name)
-        self.set = True
-        if self.main:
-            _say(f"\n{name}: stopping after this step and checkpointing it (again to stop at once)")
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                if hasattr(signal, name):
-                    self._old[name] = signal.signal(getattr(signal, name), self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        for name, old in self._old.items():
-            signal.signal(getattr(signal, name), old)
-        self._old = {}
-        return False
 
 
 # ---------------------------------------------------------------- equal compute, seeds
