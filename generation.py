@@ -137,7 +137,8 @@ class CompiledStep:
 
     def __init__(self, model):
         self.cache = model.new_cache(static=True)
-        self.fn = torch.compile(_one_token, dynamic=False)
+        with quiet_compile():  # torch.compile's first call imports inductor, which warns about torch's own code
+            self.fn = torch.compile(_one_token, dynamic=False)
         self.compiled = False
 
     def __call__(self, model, token: int):

@@ -229,7 +229,8 @@ def _train(mcfg, tcfg, ckpt, resume, trained_dir, save, data, progress, device, 
         from torch.nn.parallel import DistributedDataParallel
 
         wrapped = DistributedDataParallel(model, device_ids=[dist.local_rank] if device == "cuda" else None)
-    step_model = torch.compile(wrapped) if compiling else wrapped
+    with quiet_compile():  # torch.compile's first call imports inductor, which warns about torch's own code
+        step_model = torch.compile(wrapped) if compiling else wrapped
 
     def measure(net, full):
         out = estimate(net, data, mcfg, tcfg, device, splits=("train",) if full else SPLITS, dist=dist)
