@@ -340,7 +340,9 @@ class Tokenizer:
 
 
 def _depth(value) -> int:
-    """How deeply lists and dicts nest in a JSON value (0 for a number or a string), without recursion."""
+    """How deeply lists and dicts nest in a JSON value (0 for a number or a string), without recursion. The same as
+    files.json_depth: this file is loaded by path on its own (tokenizers/<name>/tokenizer.py) and imports nothing
+    of the repository, so it keeps its own copy."""
     depth, stack = 0, [(value, 1)]
     while stack:
         v, d = stack.pop()
