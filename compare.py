@@ -12,7 +12,7 @@ import pandas as pd
 
 import stats
 from data import bits_per_byte
-from runs import SEED_SUFFIX, load_configs, resolve_names
+from runs import SEED_SUFFIX, load_configs, resolve_names, run_path, same_run
 from scoring import window_scores
 
 
@@ -23,17 +23,21 @@ def find_groups(names, trained_dir: str | None = None, groups: dict | None = Non
     `group` their train_config.json records (train.py --seeds writes it), or else by a NAME_s<seed> name; a
     run with neither is a group of its own, labelled with its name."""
     names = resolve_names(names, trained_dir)
-    explicit = {label: list(members) for label, members in (groups or {}).items()}
-    owner = {}
-    for label, members in explicit.items():
+    folder = {os.path.realpath(run_path(n, trained_dir)): n for n in names}  # a run named in any form -> as in names
+    explicit, owner = {}, {}
+    for label, members in (groups or {}).items():
         if not members:
             raise ValueError(f"group {label!r} has no runs")
-        for name in members:
+        explicit[label] = []
+        for given in members:
+            name = folder.setdefault(os.path.realpath(run_path(given, trained_dir)), given)
             if name in owner:
-                raise ValueError(f"run {name!r} is in groups {owner[name]!r} and {label!r}: give it one")
+                where = f"groups {owner[name]!r} and {label!r}" if owner[name] != label else f"group {label!r} twice"
+                raise ValueError(f"run {given!r} is in {where}: give it one place")
             if name not in names:
                 names.append(name)
             owner[name] = label
+            explicit[label].append(name)
     out = {}
     for name in names:
         label = owner.get(name)
@@ -96,7 +100,8 @@ def compare(names=None, reference: str | None = None, groups: dict | None = None
     elif reference in groups:
         ref = reference
     else:
-        ref = next((label for label, members in groups.items() if reference in members), None)
+        ref = next((label for label, members in groups.items()
+                    if any(same_run(reference, m, trained_dir) for m in members)), None)
         if ref is None:
             raise ValueError(f"reference={reference!r} is not one of the runs or groups compared: {list(groups)}")
     counts = scores[runs[0]]["targets"]

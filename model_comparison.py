@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     plots.matplotlib.use("Agg")  # the command line only writes files
     try:
         names = resolve_names(args.names, args.trained_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # ValueError: a run named twice
         print(f"error: {e}", file=sys.stderr)
         return 2
     trim = int(args.trim) if args.trim >= 1 else args.trim
@@ -272,6 +272,10 @@ def main(argv=None) -> int:
         label, eq, members = spec.partition("=")
         if not eq or not label or not members.strip(","):
             print(f"error: --group={spec!r} is not allowed: write --group=LABEL=RUN,RUN,...", file=sys.stderr)
+            return 2
+        if label in groups:
+            print(f"error: --group={label}=... is given twice: give each group once, with all its runs",
+                  file=sys.stderr)
             return 2
         groups[label] = [m for m in members.split(",") if m]
     if args.checkpoints:

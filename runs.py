@@ -85,26 +85,6 @@ def run_path(name: str, trained_dir: str | None = None) -> str:
     raise FileNotFoundError(f"no trained model {name!r} in {root}.{hint} Runs there: {runs or 'none yet'}")
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def cpu_state(model) -> dict:
     """A model's weights and buffers as detached CPU tensors, ready for torch.save (a compiled model's plain ones)."""
     model = getattr(model, "_orig_mod", model)
@@ -687,9 +667,23 @@ def resolve_names(names=None, trained_dir: str | None = None) -> list[str]:
         if not names:
             raise FileNotFoundError(f"no trained runs in {runs_folder(trained_dir)}: train one first "
                                     "(train.ipynb, or python train.py --data_path=...)")
+    seen = {}
     for name in names:
-        run_path(name, trained_dir)
+        folder = os.path.realpath(run_path(name, trained_dir))
+        if folder in seen:
+            again = "twice" if name == seen[folder] else f"twice, as {seen[folder]!r} and {name!r}"
+            raise ValueError(f"run {folder} is named {again}: name each run once (a run named twice would count "
+                             "as two runs)")
+        seen[folder] = name
     return names
+
+
+def same_run(a: str, b: str, trained_dir: str | None = None) -> bool:
+    """Whether names a and b (a run's name or a path to its folder, in any form) are one run folder."""
+    try:
+        return os.path.realpath(run_path(a, trained_dir)) == os.path.realpath(run_path(b, trained_dir))
+    except FileNotFoundError:
+        return False
 
 
 def validation_text_of(name: str, trained_dir: str | None = None) -> str:

@@ -564,3 +564,37 @@ def test_resuming_with_a_lower_learning_rate_is_allowed_and_recorded(tmp_path, d
     assert trainer.lr_at(7, saved) < trainer.lr_at(7, replace(saved, lr_max=1e-2))
     # the checkpoint from before the change still belongs to the run
     assert runs.checkpoint_owner(cut.resume_from, runs.load_checkpoint(cut.resume_from)) == str(tmp_path / "lr")
+
+
+def test_a_run_or_group_named_twice_in_any_form_is_refused(tmp_path, capsys):
+    """A run named twice (the same name, a path to its folder, a link to it) would count as two seeds; a group
+    label given twice would drop the first group's runs. Each is one line, and one run named in two forms in one
+    group's list and the positional names is still one run."""
+    import compare
+    import model_comparison as mc
+
+    root = tmp_path / "runs"
+    for name in ("a_s0", "a_s1"):
+        (root / name).mkdir(parents=True)
+        (root / name / "model_config.json").write_text("{}")
+        (root / name / "model.pth").write_bytes(b"")
+    os.symlink(root / "a_s0", root / "link")
+    forms = ["a_s0", str(root / "a_s0"), str(root / "a_s0") + os.sep, os.path.relpath(root / "a_s0"), "link"]
+    assert runs.resolve_names(["a_s0", "a_s1"], str(root)) == ["a_s0", "a_s1"]
+    for other in forms:
+        with pytest.raises(ValueError, match="named twice") as e:
+            runs.resolve_names(["a_s0", "a_s1", other], str(root))
+        assert "name each run once" in str(e.value) and "\n" not in str(e.value)
+    assert compare.find_groups(["a_s0"], str(root), {"g": [str(root / "a_s0"), "a_s1"]}) == {"g": ["a_s0", "a_s1"]}
+    with pytest.raises(ValueError, match="in groups 'x' and 'y'"):
+        compare.find_groups(["a_s1"], str(root), {"x": ["a_s0"], "y": ["link"]})
+    with pytest.raises(ValueError, match="in group 'x' twice"):
+        compare.find_groups(["a_s1"], str(root), {"x": ["a_s0", str(root / "a_s0")]})
+    assert runs.same_run("a_s0", "link", str(root)) and not runs.same_run("a_s0", "a_s1", str(root))
+    assert not runs.same_run("a_s0", "nope", str(root))
+    assert mc.main(["a_s0", "a_s1", f"--trained_dir={root}", "--group=g=a_s0", "--group=g=a_s1"]) == 2
+    err = capsys.readouterr().err
+    assert "--group=g=... is given twice" in err and "Traceback" not in err
+    assert mc.main(["a_s0", "link", f"--trained_dir={root}"]) == 2
+    err = capsys.readouterr().err
+    assert "named twice, as 'a_s0' and 'link'" in err and "Traceback" not in err
