@@ -343,6 +343,9 @@ def _check_name(field, value) -> None:
     if "/" in value or "\\" in value or os.sep in value or value in (".", "..") or os.path.isabs(value):
         raise _bad(field, value, "must be a plain folder name (runs live under trained_dir; to put them "
                                  "elsewhere, pass --trained_dir=PATH)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise _bad(field, value, "must not hold a control character (a newline, a tab): it names a folder and "
+                                 "is printed in logs and progress bars")
 
 
 def _remember_derived(cfg) -> None:

@@ -40,8 +40,8 @@ PLOT_MARK = "FutureFormer model_comparison.py"  # written into every PNG this fi
 
 def check_plot_path(path: str, any_png: bool = False) -> None:
     """A plot may go anywhere but into a run's folder, and may replace only a PNG this file wrote (any PNG with
-    any_png, for the command line's own default file): so a mistyped --out can never overwrite weights, a log,
-    a config or anyone's picture. ValueError otherwise."""
+    any_png, for the command line's own default file), and is named .png: so a mistyped --out can never overwrite
+    weights, a log, a config or anyone's picture, nor write a PNG under another kind's name. ValueError otherwise."""
     full = os.path.abspath(path)
     folder = os.path.dirname(full)
     while True:
@@ -61,6 +61,8 @@ def check_plot_path(path: str, any_png: bool = False) -> None:
         if not (head.startswith(b"\x89PNG\r\n\x1a\n") and (any_png or PLOT_MARK.encode() in head)):
             raise ValueError(f"{path} exists and is not a plot model_comparison.py wrote: it is left as it is; "
                              "choose another --out, or move that file away")
+    if os.path.splitext(full)[1].lower() != ".png":
+        raise ValueError(f"{path}: plots are written as PNG files: give a file name ending in .png")
 
 
 def save_plot(fig, path: str, any_png: bool = False) -> None:

@@ -14,7 +14,9 @@ what is evaluated, logged and saved is a moving average of the weights (optimize
 import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import torch
@@ -381,7 +383,7 @@ def _train(mcfg, tcfg, ckpt, resume, trained_dir, save, data, progress, device, 
                  "save_run(run) keeps the model as it is")
         return run
     try:
-        folder.save(judged, model, log, last_log)
+        _save_until_written(folder, judged, model, log, last_log, dist)
     except DiskFullError as e:
         last, weights = folder.last_checkpoint(), os.path.join(os.path.dirname(e.filename), "model.pth")
         if os.path.isfile(weights):  # only a small file after it: the weights are safe
@@ -397,6 +399,30 @@ def _train(mcfg, tcfg, ckpt, resume, trained_dir, save, data, progress, device, 
         raise Stopped(f"stopped at once while saving {folder.path}: its weights are not saved; "
                       f"{_where_now(folder, dist)}") from None
     return run
+
+
+def _save_until_written(folder: RunFolder, judged, model, log: list, last_log: list, dist) -> None:
+    """folder.save; where the disk fills at that moment and nothing else keeps the weights (no model.pth, no
+    checkpoint), a person at a terminal is asked to free space and press Enter, as often as it takes; Ctrl-C or the
+    end of the input gives up (the DiskFullError then says what is lost). Without a terminal it raises at once."""
+    while True:
+        try:
+            folder.save(judged, model, log, last_log)
+            return
+        except DiskFullError as e:
+            weights = os.path.join(os.path.dirname(e.filename), "model.pth")
+            if (os.path.isfile(weights) or folder.last_checkpoint() or not dist.is_main or not sys.stdin.isatty()
+                    or threading.current_thread() is not threading.main_thread()):
+                raise
+            say(f"train.py: {e}; training finished and its weights are only in memory: free that space, then press "
+                "Enter to write them again (Ctrl-C gives up and loses them)")
+            ctrl_c = signal.signal(signal.SIGINT, signal.default_int_handler)  # not StopFlag's "after this step"
+            try:
+                input()
+            except (EOFError, KeyboardInterrupt):
+                raise e from None
+            finally:
+                signal.signal(signal.SIGINT, ctrl_c)
 
 
 def _where_now(folder: RunFolder, dist) -> str:

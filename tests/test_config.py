@@ -114,6 +114,9 @@ def test_learned_poolers_are_fine_with_trained_targets():
 
 BAD_TRAIN = [
     ({"batch_size": 0}, "batch_size", ">= 1"),
+    ({"model_name": "../x"}, "model_name", "plain folder name"),
+    ({"model_name": "a\nb"}, "model_name", "control character"),
+    ({"model_name": "run\t1"}, "model_name", "control character"),
     ({"max_iters": 2.5}, "max_iters", "int"),
     ({"anneal_type": "exp"}, "anneal_type", "cos"),
     ({"device": "tpu"}, "device", "cuda"),

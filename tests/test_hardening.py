@@ -598,3 +598,42 @@ def test_a_run_or_group_named_twice_in_any_form_is_refused(tmp_path, capsys):
     assert mc.main(["a_s0", "link", f"--trained_dir={root}"]) == 2
     err = capsys.readouterr().err
     assert "named twice, as 'a_s0' and 'link'" in err and "Traceback" not in err
+
+
+def test_a_full_disk_at_model_pth_without_a_checkpoint_asks_at_a_terminal(tmp_path, data_cache_dir, monkeypatch,
+                                                                          capsys):
+    """No checkpoint keeps the weights of a run that fills the disk as it writes model.pth: at a terminal the run
+    asks for space and writes them when Enter is pressed; the end of the input (or no terminal) gives up with the
+    one line that says they are lost."""
+    mcfg, tcfg = tiny_configs(data_cache_dir, max_iters=2, eval_interval=2, model_name="r")
+    fsync, full = os.fsync, {"left": 0}
+
+    def full_at_weights(fd):
+        if "model.pth" in os.readlink(f"/proc/self/fd/{fd}") and full["left"]:
+            full["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_at_weights)
+    asked = []
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda *a: asked.append(1) or "")
+    full["left"] = 2  # the disk is full at the first write and the first retry, then space was freed
+    run = train(mcfg, tcfg, trained_dir=str(tmp_path / "a"), progress=False)
+    assert len(asked) == 2 and os.path.isfile(os.path.join(run.path, "model.pth"))
+    assert same_tensors(torch.load(os.path.join(run.path, "model.pth")), runs.cpu_state(run.model))
+    assert capsys.readouterr().err.count("press Enter to write them again") == 2
+
+    def no_more_input(*a):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_more_input)
+    full["left"] = 1
+    with pytest.raises(runs.DiskFullError) as err:
+        train(mcfg, tcfg, trained_dir=str(tmp_path / "b"), progress=False)
+    one_line(err.value, "its weights are not saved", "there is no checkpoint")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("asked without a terminal"))
+    full["left"] = 1
+    with pytest.raises(runs.DiskFullError):
+        train(mcfg, tcfg, trained_dir=str(tmp_path / "c"), progress=False)
