@@ -207,7 +207,12 @@ def _source(tcfg) -> dict:
     # one file keeps the form (and so the cache key) it always had; several are a list, in the order given
     source = {"kind": "file", "train": _file_id(files[0]) if len(files) == 1 else [_file_id(f) for f in files]}
     if tcfg.val_data_path is not None:
-        source["val"] = _file_id(_resolve_data_path(tcfg.val_data_path))
+        val = _resolve_data_path(tcfg.val_data_path)
+        if val in files:
+            raise ValueError(f"val_data_path={tcfg.val_data_path!r} is also a training file (data_path): the "
+                             "validation loss would score stories the model trained on; give a separate file (e.g. "
+                             "the official excerpt), or leave val_data_path unset to hold out val_fraction of them")
+        source["val"] = _file_id(val)
     else:
         source["val_fraction"] = tcfg.val_fraction
     return source

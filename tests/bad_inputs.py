@@ -50,7 +50,7 @@ def probes(s: str) -> list[tuple[str, list[str], str]]:
         ("data with Windows line ends", t(f"--data_path={s}/crlf.txt", "--model_name=crlf"), "ok"),
         ("one story with no separator", t(f"--data_path={s}/one_story.txt", "--model_name=one"), "either"),
         ("the validation text as training text", t(f"--data_path={VALID}", "--model_name=val_as_train"),
-         "either"),
+         "error"),
         ("a validation file that is empty", t(f"--val_data_path={s}/empty.txt"), "error"),
         ("a data path that is a folder", t(f"--data_path={s}"), "error"),
         ("a data path glob that matches nothing", t(f"--data_path={s}/*.parquet"), "error"),
