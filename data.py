@@ -196,6 +196,17 @@ def _file_id(path: str) -> dict:
     return {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def check_separate_validation(tcfg) -> None:
+    """Training: a ValueError if the validation text is one of the training files (any form of its path), since the
+    validation loss would then score stories the model trained on. (Scoring reads a text alone as both splits.)"""
+    if tcfg.data_path is None or tcfg.val_data_path is None:
+        return
+    if _resolve_data_path(tcfg.val_data_path) in resolve_data_paths(tcfg.data_path):
+        raise ValueError(f"val_data_path={tcfg.val_data_path!r} is also a training file (data_path): the "
+                         "validation loss would score stories the model trained on; give a separate file (e.g. "
+                         "the official excerpt), or leave val_data_path unset to hold out val_fraction of them")
+
+
 def _source(tcfg) -> dict:
     """What the stories come from, as recorded in meta.json and hashed into the cache key."""
     if tcfg.data_path is None:
@@ -207,12 +218,7 @@ def _source(tcfg) -> dict:
     # one file keeps the form (and so the cache key) it always had; several are a list, in the order given
     source = {"kind": "file", "train": _file_id(files[0]) if len(files) == 1 else [_file_id(f) for f in files]}
     if tcfg.val_data_path is not None:
-        val = _resolve_data_path(tcfg.val_data_path)
-        if val in files:
-            raise ValueError(f"val_data_path={tcfg.val_data_path!r} is also a training file (data_path): the "
-                             "validation loss would score stories the model trained on; give a separate file (e.g. "
-                             "the official excerpt), or leave val_data_path unset to hold out val_fraction of them")
-        source["val"] = _file_id(val)
+        source["val"] = _file_id(_resolve_data_path(tcfg.val_data_path))
     else:
         source["val_fraction"] = tcfg.val_fraction
     return source

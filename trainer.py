@@ -24,7 +24,7 @@ from tqdm import tqdm  # the text bar, also in notebooks: a widget bar is saved 
 
 from batches import get_batch
 from config import RESUMABLE_FIELDS, ModelConfig, TrainConfig, from_dict, replace, to_dict
-from data import SPLITS, TokenData, describe_data, get_data, validation_text
+from data import SPLITS, TokenData, check_separate_validation, describe_data, get_data, validation_text
 from dist import Dist
 from hardware import autocast, available_memory, machine_name, pick_device, pick_precision, quiet_compile
 from modules.flops import flops_per_token
@@ -171,7 +171,9 @@ def _train(mcfg, tcfg, ckpt, resume, trained_dir, save, data, progress, device, 
     check_memory(mcfg, tcfg, dist.world, device)
     if not dist.is_main:
         dist.barrier()  # the first process tokenizes into the cache, the others then read it
-    data = data if data is not None else get_data(mcfg, tcfg)
+    if data is None:
+        check_separate_validation(tcfg)
+        data = get_data(mcfg, tcfg)
     if dist.is_main:
         dist.barrier()
     if data.tokenizer.vocab_len != mcfg.vocab_len:
@@ -529,7 +531,9 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds, *, traine
     if taken:
         raise FileExistsError(f"{', '.join(os.path.join(root, n) for n in taken)} already exist(s) and runs are "
                               "never overwritten: choose another model_name")
-    data = data if data is not None else get_data(model_cfg, train_cfg)
+    if data is None:
+        check_separate_validation(train_cfg)
+        data = get_data(model_cfg, train_cfg)
     runs = []
     for i, (seed, name) in enumerate(zip(seeds, seed_names(base, seeds))):
         tcfg = replace(train_cfg, seed=seed, model_name=name, group=base)

@@ -358,8 +358,10 @@ def test_bad_data_paths_say_which(char_tok, tmp_path, stories):
     b = write_raw(tmp_path / "b.txt", stories)
     for val in (a, f"{tmp_path}/./a.txt"):  # the training text, in any form, as the validation text
         with pytest.raises(ValueError, match="is also a training file"):
-            tools.get_data(char_tok, TrainConfig(data_path=f"{b},{a}", val_data_path=val,
-                                                 data_cache_dir=str(tmp_path / "cache")))
+            data_module.check_separate_validation(TrainConfig(data_path=f"{b},{a}", val_data_path=val))
+    data_module.check_separate_validation(TrainConfig(data_path=str(b), val_data_path=str(a)))
+    tools.get_data(char_tok, TrainConfig(data_path=str(a), val_data_path=str(a),  # scoring reads one text so
+                                         data_cache_dir=str(tmp_path / "cache")))  # (train.py checks first)
 
 
 def test_meta_counts_bytes_tokens_unknowns(char_tok, tcfg, stories):
