@@ -24,11 +24,10 @@ def find_groups(names, trained_dir: str | None = None, groups: dict | None = Non
     run with neither is a group of its own, labelled with its name."""
     names = resolve_names(names, trained_dir)
     folder = {os.path.realpath(run_path(n, trained_dir)): n for n in names}  # a run named in any form -> as in names
-    explicit, owner = {}, {}
-    for label, members in (groups or {}).items():
+    explicit, owner = groups or {}, {}
+    for label, members in explicit.items():
         if not members:
             raise ValueError(f"group {label!r} has no runs")
-        explicit[label] = []
         for given in members:
             name = folder.setdefault(os.path.realpath(run_path(given, trained_dir)), given)
             if name in owner:
@@ -37,7 +36,6 @@ def find_groups(names, trained_dir: str | None = None, groups: dict | None = Non
             if name not in names:
                 names.append(name)
             owner[name] = label
-            explicit[label].append(name)
     out = {}
     for name in names:
         label = owner.get(name)

@@ -6,7 +6,7 @@ or an odd text, in a scratch folder, and judged from the outside.
 Every probe must end with exit code 0 (it did the right thing) or 2 (one line saying what is wrong), never print a
 traceback, and write nothing outside the scratch folder's runs folder and the project's data cache. A probe that
 expects an error must get one. It prints a line per probe and a summary, and exits 1 when any probe fails. It is
-not a pytest module (about 70 subprocesses, a few minutes on 2 cores); the failure tests in test_hardening.py and
+not a pytest module (about 80 subprocesses, 2-3 minutes on 2 cores); the failure tests in test_hardening.py and
 test_failures.py cover each class of bad input in the fast lane.
 """
 
