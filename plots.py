@@ -26,10 +26,10 @@ import stats  # noqa: E402
 from compare import find_groups  # noqa: E402
 from data import SPLITS  # noqa: E402
 from modules.flops import flops_per_token  # noqa: E402
-from runs import load_configs, read_log, replace_atomically, resolve_names, validation_text_of  # noqa: E402
+from runs import load_configs, read_log, replace_atomically, resolve_names, run_train_tokens, validation_text_of  # noqa: E402
 
 X_AXES = {"tokens": "training tokens", "step": "step", "elapsed_s": "wall time (s)",
-          "flops": "training FLOPs (modules/flops.py)"}
+          "flops": "training FLOPs (modules/flops.py)", "passes": "passes over the training split"}
 
 
 SPLIT_STYLES = {"train": "--", "val": "-"}  # train dashed, val solid
@@ -98,11 +98,14 @@ def _trimmed(log: pd.DataFrame, trim) -> pd.DataFrame:
     return log.iloc[n:]
 
 
-def _read_log(name: str, trained_dir) -> pd.DataFrame:
-    """The run's log, with a `flops` column computed from its config when the log predates it."""
+def _read_log(name: str, trained_dir, passes: bool = False) -> pd.DataFrame:
+    """The run's log, with a `flops` column computed from its config when the log predates it, and with passes=True
+    a `passes` column: its training tokens over the tokens of its training split (`runs.run_train_tokens`)."""
     log = read_log(name, trained_dir)
     if "flops" not in log.columns and "tokens" in log.columns:
         log["flops"] = log["tokens"] * flops_per_token(load_configs(name, trained_dir)[0])
+    if passes and "tokens" in log.columns:
+        log["passes"] = log["tokens"] / run_train_tokens(name, trained_dir)
     return log
 
 
@@ -115,8 +118,10 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
         "val_fs_target_cos_1"; a name without its split ("ntp_loss") draws both splits.
     splits: e.g. ("train", "val") draws each metric in those splits, train dashed and val solid (any split
         prefix of the metric is replaced); None = the metrics as given.
-    x: "tokens" (training tokens seen; fair across batch sizes and context lengths), "step", "elapsed_s" or
-        "flops" (training FLOPs: fair across model sizes; computed from the config for logs without it).
+    x: "tokens" (training tokens seen; fair across batch sizes and context lengths), "step", "elapsed_s",
+        "flops" (training FLOPs: fair across model sizes; computed from the config for logs without it) or
+        "passes" (training tokens over the tokens of the run's training split: how often it has seen its data, so
+        runs on data of different sizes share an axis).
     log_x, log_y: logarithmic axes (rows at x <= 0 are left out of a log x axis).
     trim: drop the first fraction (0 <= trim < 1) or the first N rows (an int) of every curve, to zoom in
         past the steep start.
@@ -139,7 +144,8 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
     for label, members in found.items():
         for name in members:
             try:
-                log = _read_log(name, trained_dir)  # read first: a run without a log adds no empty group
+                # read first: a run without a log adds no empty group
+                log = _read_log(name, trained_dir, passes=x == "passes")
             except FileNotFoundError as e:
                 warnings.warn(f"{name}: {e}; left out of the plot", stacklevel=2)
                 continue

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from config import RESUMABLE_FIELDS, VOCAB_FS_LOSSES, ModelConfig, TrainConfig, from_dict, replace, to_dict
-from data import SPLITS, get_tokenizer, read_validation_text, tokenizer_fingerprint
+from data import SPLITS, get_data, get_tokenizer, read_validation_text, tokenizer_fingerprint
 from files import (  # noqa: F401  (runs.read_json, runs.DiskFullError, ...: the run folder's own I/O)
     MAX_CONFIG_BYTES,
     MAX_JSON_DEPTH,
@@ -653,6 +653,20 @@ def run_flops(name: str, trained_dir: str | None = None) -> float:
     if "flops" in log.columns:
         return float(last["flops"])
     return float(last["tokens"]) * flops_per_token(load_configs(name, trained_dir)[0])
+
+
+def run_train_tokens(name: str, trained_dir: str | None = None) -> int:
+    """The tokens of a saved run's training split (one pass over it): the count it recorded
+    (TrainConfig.train_tokens), or for a run trained before that field existed, its training data counted again
+    (data.get_data, from the cache when there is one). ValueError names the run when that data cannot be read."""
+    mcfg, tcfg = load_configs(name, trained_dir)
+    if tcfg.train_tokens:
+        return int(tcfg.train_tokens)
+    try:
+        return int(get_data(mcfg, tcfg).meta["train"]["tokens"])
+    except (OSError, ValueError) as e:
+        raise ValueError(f"run {name!r} predates the recorded train_tokens, and its training data cannot be read "
+                         f"to count them: {e}") from None
 
 
 def resolve_names(names=None, trained_dir: str | None = None) -> list[str]:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -472,6 +473,31 @@ def test_plot_groups_as_mean_and_band_and_flops_axis(seed_runs, tmp_path):
     fig = mc.plot_curves(["copy_b"], metrics="val_ntp_loss", trained_dir=seed_runs, x="flops")
     assert np.allclose(fig.axes[0].get_lines()[0].get_xdata(), log["flops"])
     mc.plt.close(fig)
+
+
+def test_plot_passes_axis(seed_runs, tmp_path):
+    """x="passes": training tokens over the tokens of the run's training split, as recorded at training; a run
+    trained before train_tokens was recorded has its training data counted again, and one whose data is gone is
+    refused with its name."""
+    train_tokens = tools.load_configs("tb_s0", seed_runs)[1].train_tokens
+    assert train_tokens > 0
+    fig = mc.plot_curves(["tb_s0"], metrics="val_ntp_loss", trained_dir=seed_runs, x="passes")
+    log = tools.read_log("tb_s0", seed_runs)
+    assert np.allclose(fig.axes[0].get_lines()[0].get_xdata(), log["tokens"] / train_tokens)
+    assert fig.axes[0].get_xlabel() == "passes over the training split"
+    mc.plt.close(fig)
+    root = tmp_path / "trained"
+    shutil.copytree(os.path.join(seed_runs, "tb_s0"), root / "old")
+    cfg_path = root / "old" / "train_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(model_name="old", train_tokens=None, passes=None)
+    cfg_path.write_text(json.dumps(cfg))
+    fig = mc.plot_curves(["old"], metrics="val_ntp_loss", trained_dir=str(root), x="passes")
+    assert np.allclose(fig.axes[0].get_lines()[0].get_xdata(), log["tokens"] / train_tokens)
+    mc.plt.close(fig)
+    cfg_path.write_text(json.dumps({**cfg, "data_path": str(tmp_path / "gone.txt")}))
+    with pytest.raises(ValueError, match="run 'old' predates the recorded train_tokens.*gone.txt"):
+        mc.plot_curves(["old"], metrics="val_ntp_loss", trained_dir=str(root), x="passes")
 
 
 @pytest.mark.slow
