@@ -44,6 +44,7 @@ from modules.model import Model
 from plots import (  # noqa: F401  (also mc.plot_curves, ...)
     X_AXES,
     check_plot_path,
+    plot_by_passes,
     plot_checkpoint_scores,
     plot_comparison,
     plot_curves,

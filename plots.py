@@ -1,6 +1,7 @@
 """Plots of trained runs: loss curves from their logs (`plot_curves`, with seed bands for groups), the intervals of
-a comparison (`plot_comparison`), and checkpoint scores along training (`plot_checkpoint_scores`). Every PNG is
-written through `save_plot`, which never overwrites a file it did not write.
+a comparison (`plot_comparison`), differences against passes over the data (`plot_by_passes`), and checkpoint
+scores along training (`plot_checkpoint_scores`). Every PNG is written through `save_plot`, which never overwrites
+a file it did not write.
 
 Data flows one way: trained/ (logs) and the tables of scoring.py and compare.py -> figures.
 """
@@ -235,6 +236,68 @@ def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
         frozenset(kinds), "thick bars: over windows and seeds; thin: over windows only (seed noise not in them)")
     ax.set_title(f"against {reference}\n{caption}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
+    fig = ax.figure
+    fig.tight_layout()
+    if path:
+        save_plot(fig, path)
+    return fig
+
+
+def run_passes(name: str, trained_dir: str | None = None) -> float:
+    """The passes a saved run made over its training split: its log's last `tokens` over run_train_tokens."""
+    log = read_log(name, trained_dir)
+    if log.empty or "tokens" not in log.columns:
+        raise ValueError(f"run {name!r} has no logged tokens: its passes cannot be counted")
+    return float(log["tokens"].iloc[-1]) / run_train_tokens(name, trained_dir)
+
+
+def plot_by_passes(points: dict, trained_dir: str | None = None, path: str | None = None, ax=None):
+    """Differences from a reference against how often the runs saw their training text, so that comparisons on
+    texts of different sizes and at different lengths share one axis (logarithmic).
+
+    points: {series label: [(table, row label), ...]}: rows of compare() tables (not their reference rows). Each
+        is drawn at the mean passes of its group's runs (`run_passes`) and at its difference in bits per byte, in %
+        of its own table's reference, with its interval as a bar (thick: over windows and seeds; thin: over windows
+        only), a series' points joined in order of passes, one colour per series. With several series, each is
+        moved sideways by 2% of x, so that bars at one number of passes do not hide each other.
+    Returns the Figure."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4.2))
+    kinds = set()
+    for i, (series, rows) in enumerate(points.items()):
+        color = f"C{i % 10}"
+        xy = []
+        for table, label in rows:
+            if label not in table.index:
+                raise ValueError(f"{series}: {label!r} is not a row of the table: {list(table.index)}")
+            r = table.loc[label]
+            if r["verdict"] == "reference":
+                raise ValueError(f"{series}: {label!r} is its table's reference: it has no difference to draw")
+            members = table.attrs["groups"][label]
+            x = sum(run_passes(m, trained_dir) for m in members) / len(members)
+            x *= 1 + 0.02 * (i - (len(points) - 1) / 2)  # series dodged sideways, so that bars at one x stay apart
+            seeds = r["covers"].startswith("windows and seeds")
+            kinds.add(seeds)
+            ax.plot([x, x], [r["lo_pct"], r["hi_pct"]], "-", color=color, lw=6 if seeds else 2.5,
+                    alpha=0.45 if seeds else 0.9, solid_capstyle="butt")
+            xy.append((x, r["d_pct"]))
+        xy.sort()
+        ax.plot([p[0] for p in xy], [p[1] for p in xy], "o-", color=color, label=series)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("passes over the training split" + (" (series dodged by 2% each)" if len(points) > 1 else ""))
+    level = round(100 * next(iter(points.values()))[0][0].attrs.get("level", stats.LEVEL)) if points else 95
+    ax.set_ylabel(f"bits per byte, % difference from the reference\n({level}% interval)")
+    caption = {frozenset({True}): "bars: intervals over windows and seeds",
+               frozenset({False}): "bars: intervals over windows only (one run a side: seed noise not in them)"}.get(
+        frozenset(kinds), "thick bars: over windows and seeds; thin: over windows only (seed noise not in them)")
+    ax.set_title(f"each point against its own comparison's reference; {caption}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig = ax.figure
     fig.tight_layout()
     if path:

@@ -500,6 +500,26 @@ def test_plot_passes_axis(seed_runs, tmp_path):
         mc.plot_curves(["old"], metrics="val_ntp_loss", trained_dir=str(root), x="passes")
 
 
+def test_plot_by_passes(seed_runs, tmp_path):
+    """A comparison's row is drawn at the mean passes of its group's runs (one series: not dodged), at its
+    difference with its interval; a reference row or a label the table lacks is refused."""
+    table = mc.compare(["tb_s0", "tb_s1", "tb_s2", "tf_s0", "tf_s1"], "tb", trained_dir=seed_runs)
+    passes = [tools.read_log(f"tf_s{s}", seed_runs)["tokens"].iloc[-1]
+              / tools.load_configs(f"tf_s{s}", seed_runs)[1].train_tokens for s in (0, 1)]
+    fig = mc.plot_by_passes({"tf": [(table, "tf")]}, trained_dir=seed_runs, path=str(tmp_path / "p.png"))
+    ax = fig.axes[0]
+    bar, point = ax.get_lines()[0], next(line for line in ax.get_lines() if line.get_label() == "tf")
+    assert np.allclose(point.get_xdata(), [np.mean(passes)])
+    assert np.allclose(point.get_ydata(), table.loc["tf", "d_pct"])
+    assert np.allclose(bar.get_ydata(), table.loc["tf", ["lo_pct", "hi_pct"]].astype(float))
+    assert ax.get_xscale() == "log" and (tmp_path / "p.png").is_file()
+    mc.plt.close(fig)
+    with pytest.raises(ValueError, match="'tb' is its table's reference"):
+        mc.plot_by_passes({"x": [(table, "tb")]}, trained_dir=seed_runs)
+    with pytest.raises(ValueError, match="'nope' is not a row of the table"):
+        mc.plot_by_passes({"x": [(table, "nope")]}, trained_dir=seed_runs)
+
+
 @pytest.mark.slow
 def test_cli_reference_and_groups(seed_runs, tmp_path):
     png = tmp_path / "cmp.png"
