@@ -211,6 +211,15 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
     return fig
 
 
+def _bars_caption(kinds: set) -> str:
+    """What the interval bars of a figure cover: kinds holds, per bar, whether it is over windows and seeds."""
+    if kinds == {True}:
+        return "bars: intervals over windows and seeds"
+    if kinds == {False}:
+        return "bars: intervals over windows only (one run a side: seed noise not in them)"
+    return "thick bars: over windows and seeds; thin: over windows only (seed noise not in them)"
+
+
 def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
     """compare()'s table as a picture: each row's difference from the reference in %, with its interval as a
     bar (thick: over windows and seeds; thin: over windows only, seed noise not in it), green where the verdict is
@@ -230,10 +239,7 @@ def plot_comparison(table: pd.DataFrame, path: str | None = None, ax=None):
     level = round(100 * table.attrs.get("level", stats.LEVEL))
     reference = table.attrs.get("reference")
     ax.set_xlabel(f"bits per byte, % difference from {reference} ({level}% interval)")
-    kinds = {r["covers"].startswith("windows and seeds") for _, r in rows.iterrows()}
-    caption = {frozenset({True}): "bars: intervals over windows and seeds",
-               frozenset({False}): "bars: intervals over windows only (one run a side: seed noise not in them)"}.get(
-        frozenset(kinds), "thick bars: over windows and seeds; thin: over windows only (seed noise not in them)")
+    caption = _bars_caption({r["covers"].startswith("windows and seeds") for _, r in rows.iterrows()})
     ax.set_title(f"against {reference}\n{caption}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig = ax.figure
@@ -292,10 +298,7 @@ def plot_by_passes(points: dict, trained_dir: str | None = None, path: str | Non
     ax.set_xlabel("passes over the training split" + (" (series dodged by 2% each)" if len(points) > 1 else ""))
     level = round(100 * next(iter(points.values()))[0][0].attrs.get("level", stats.LEVEL)) if points else 95
     ax.set_ylabel(f"bits per byte, % difference from the reference\n({level}% interval)")
-    caption = {frozenset({True}): "bars: intervals over windows and seeds",
-               frozenset({False}): "bars: intervals over windows only (one run a side: seed noise not in them)"}.get(
-        frozenset(kinds), "thick bars: over windows and seeds; thin: over windows only (seed noise not in them)")
-    ax.set_title(f"each point against its own comparison's reference; {caption}", fontsize=9)
+    ax.set_title(f"each point against its own comparison's reference; {_bars_caption(kinds)}", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig = ax.figure
