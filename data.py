@@ -159,8 +159,10 @@ def _resolve_data_path(path: str) -> str:
         if os.path.isdir(candidate):
             raise FileNotFoundError(f"data path {path!r} is a directory: name its files (a comma-separated list, "
                                     f"or a glob such as {os.path.join(path, '*.txt')!r})")
-    raise FileNotFoundError(f"data file {path!r} not found (looked relative to {os.getcwd()} and to "
-                            f"{REPO_DIR}); it should be a text file of stories separated by {EOT}")
+    where = "" if os.path.isabs(path) else f" (looked relative to {os.getcwd()})" if os.path.samefile(
+        os.getcwd(), REPO_DIR) else f" (looked relative to {os.getcwd()} and to {REPO_DIR})"
+    raise FileNotFoundError(f"data file {path!r} not found{where}; it should be a text file of stories separated "
+                            f"by {EOT}")
 
 
 def resolve_data_paths(spec: str) -> list[str]:

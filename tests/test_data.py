@@ -7,6 +7,7 @@ Caches always go to tmp_path, never into the repository.
 
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -163,7 +164,7 @@ def test_import_datasets_with_repo_root_first_on_path(tmp_path):
     real = f"tools.get_tokenizer({REAL_NAME!r}, {REAL_SIZE}).vocab_len" if HAVE_REAL else "None"
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {tools.REPO_DIR!r})
+        sys.path.insert(0, {data_module.REPO_DIR!r})
         import datasets
         ds = datasets.Dataset.from_dict({{"text": ["a", "b"]}})
         assert ds["text"] == ["a", "b"] and callable(datasets.load_dataset)
@@ -173,7 +174,7 @@ def test_import_datasets_with_repo_root_first_on_path(tmp_path):
         data.TOKENIZERS_DIR = {str(tmp_path / "tokenizers")!r}
         print("stand-in", tools.get_tokenizer("chartest", 96).vocab_len)
     """)
-    out = subprocess.run([sys.executable, "-c", code], cwd=tools.REPO_DIR, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], cwd=data_module.REPO_DIR, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "stand-in 96" in out.stdout
@@ -202,7 +203,7 @@ def test_relative_cache_dir_is_relative_to_repo_root(char_tok, tcfg, monkeypatch
     monkeypatch.chdir(tmp_path)
     rel = TrainConfig(data_path=tcfg.data_path, data_cache_dir="some/where")
     path = data_module._cache_dir(rel, data_module._source(rel), {"name": "x", "vocab_len": 1})
-    assert path.startswith(os.path.join(tools.REPO_DIR, "some", "where") + os.sep)
+    assert path.startswith(os.path.join(data_module.REPO_DIR, "some", "where") + os.sep)
 
 
 def test_cache_key_changes_with_tokenizer_size_and_source(char_tok, tcfg, count_builds, stories, tmp_path):
@@ -311,9 +312,18 @@ def test_val_file_without_data_path_is_rejected(char_tok, tmp_path):
         tools.get_data(char_tok, cfg)
 
 
-def test_missing_data_file_says_so(char_tok, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no_such.txt"):
+def test_missing_data_file_says_so(char_tok, tmp_path, monkeypatch):
+    """The message names the file and where it was looked for: nowhere else for an absolute path, each folder once
+    for a relative one."""
+    with pytest.raises(FileNotFoundError, match=r"'[^']*no_such.txt' not found; it should be"):
         tools.get_data(char_tok, TrainConfig(data_path=str(tmp_path / "no_such.txt")))
+    monkeypatch.chdir(data_module.REPO_DIR)
+    with pytest.raises(FileNotFoundError, match=rf"not found \(looked relative to {re.escape(os.getcwd())}\);"):
+        tools.get_data(char_tok, TrainConfig(data_path="no_such.txt"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"\(looked relative to {re.escape(str(tmp_path))} and to "
+                                                rf"{re.escape(data_module.REPO_DIR)}\)"):
+        tools.get_data(char_tok, TrainConfig(data_path="no_such.txt"))
 
 
 def test_several_training_files_in_the_order_given(char_tok, tmp_path, stories, count_builds):
