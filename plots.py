@@ -205,7 +205,7 @@ def plot_curves(names=None, metrics=("val_ntp_loss", "val_bpb"), x: str = "token
     banded = any(len(runs) > 1 for runs in logs.values())
     fig.suptitle(("dashed: train, solid: val; dot: whole validation split" if splits else
                   "dot: whole validation split (final row of each log)")
-                 + ("; band: lowest to highest seed" if banded else ""), fontsize=9)
+                 + ("; band: lowest to highest seed" if banded else ""), fontsize=9, x=0.01, ha="left")
     if path:
         save_plot(fig, path)
     return fig
