@@ -2,6 +2,7 @@
 trained/ folder (never the repository's), for the tests of training, loading, generation and comparison."""
 
 import os
+import signal
 
 import pytest
 
@@ -24,6 +25,17 @@ def tiny_configs(cache_dir, fs_periods=2, **overrides):
     for key, value in overrides.items():
         (m if key in ModelConfig.__dataclass_fields__ else t)[key] = value
     return ModelConfig(**m), TrainConfig(**t)
+
+
+@pytest.fixture
+def default_stop_signals():
+    """Ctrl-C, SIGTERM and SIGHUP as a terminal gives them, for the tests that check that train() puts them back: a
+    suite started in the background (`cmd &` in a script, `nohup`) inherits SIGINT and SIGHUP ignored."""
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL}
+    before = {sig: signal.signal(sig, handler) for sig, handler in wanted.items()}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")

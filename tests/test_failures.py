@@ -117,6 +117,7 @@ def test_a_checkpoint_with_a_nan_in_its_averaged_weights_is_never_written(tmp_pa
 
 @pytest.mark.slow
 @needs_sample
+@pytest.mark.usefixtures("default_stop_signals")
 def test_ctrl_c_checkpoints_and_resuming_gives_the_uninterrupted_log(tmp_path, data_cache_dir, monkeypatch, capsys):
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="whole", max_iters=12, eval_interval=4, dropout_rate=0.1)
     whole = train(mcfg, tcfg, trained_dir=str(tmp_path), progress=False)

@@ -411,6 +411,7 @@ def send_at_step(monkeypatch, step: int, *signals):
 @pytest.mark.slow
 @needs_sample
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.usefixtures("default_stop_signals")
 def test_sigterm_and_sighup_checkpoint_and_stop_like_ctrl_c(tmp_path, data_cache_dir, monkeypatch, capsys, sig):
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="sig", max_iters=12, eval_interval=4)
     send_at_step(monkeypatch, 5, sig)
@@ -456,6 +457,7 @@ def test_closing_the_terminal_checkpoints_the_run(tmp_path, data_cache_dir):
 
 @pytest.mark.slow
 @needs_sample
+@pytest.mark.usefixtures("default_stop_signals")
 def test_a_second_signal_stops_at_once_with_one_line(tmp_path, data_cache_dir, monkeypatch, capsys):
     mcfg, tcfg = tiny_configs(data_cache_dir, model_name="twice", max_iters=12, eval_interval=4, checkpoint_interval=4)
     send_at_step(monkeypatch, 5, signal.SIGINT, signal.SIGINT)
